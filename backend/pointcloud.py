@@ -1,0 +1,109 @@
+"""Fuse per-view surface points into one clean point cloud (Open3D voxel grid + radius outliers).
+
+PAPER.md, "Inference / 3D": unproject the training views' depth and features, voxel-downsample
+(2e-3) and drop points with no neighbour within 4e-3, all in normalised scene units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class PointCloudConfig:
+    voxel_size: float = 2e-3
+    """Voxel edge for downsampling (normalised units); points, colours and features are averaged per voxel."""
+    outlier_radius: float = 4e-3
+    """Radius of the outlier test (normalised units)."""
+    outlier_min_neighbours: int = 1
+    """A point is kept when at least this many *other* points lie within ``outlier_radius``."""
+
+
+@dataclass
+class PointCloud:
+    """``points`` float32 [N,3] (normalised units), ``colors`` uint8 [N,3], ``features`` float32 [N,D] or None."""
+
+    points: np.ndarray
+    colors: np.ndarray
+    features: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+
+def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | None,
+                cfg: PointCloudConfig = PointCloudConfig()) -> PointCloud:
+    """Voxel-downsample then remove radius outliers, carrying colours and features.
+
+    Shapes: ``points`` [N,3], ``colors`` uint8 [N,3], ``features`` [N,D] (or None). Features are
+    averaged per voxel and re-normalised to unit length (they are compared by cosine distance).
+    """
+    import open3d as o3d
+
+    if points.shape[0] == 0:
+        raise ValueError("no surface points to fuse: every depth map is empty (is the scene in view?)")
+    pcd = o3d.t.geometry.PointCloud()
+    pcd.point.positions = o3d.core.Tensor(np.ascontiguousarray(points, np.float32))
+    pcd.point.colors = o3d.core.Tensor(np.ascontiguousarray(colors, np.float32) / 255.0)
+    if features is not None:
+        pcd.point.features = o3d.core.Tensor(np.ascontiguousarray(features, np.float32))
+    if cfg.voxel_size > 0:
+        pcd = pcd.voxel_down_sample(cfg.voxel_size)
+    if cfg.outlier_radius > 0 and cfg.outlier_min_neighbours > 0:
+        # Open3D counts the query point itself among its radius neighbours.
+        pcd, _ = pcd.remove_radius_outliers(cfg.outlier_min_neighbours + 1, cfg.outlier_radius)
+    pts = pcd.point.positions.numpy().astype(np.float32)
+    col = np.clip(np.rint(pcd.point.colors.numpy() * 255), 0, 255).astype(np.uint8)
+    feat = None
+    if features is not None:
+        feat = pcd.point.features.numpy().astype(np.float32)
+        feat /= np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-8)
+    if pts.shape[0] == 0:
+        raise ValueError("every point was removed as an outlier: the depth maps are too sparse for "
+                         f"outlier_radius={cfg.outlier_radius}")
+    return PointCloud(points=pts, colors=col, features=feat)
+
+
+def write_ply(path, cloud: PointCloud, labels: np.ndarray | None = None,
+              thresholds: np.ndarray | None = None) -> None:
+    """Binary little-endian PLY: x y z, red green blue, and one ``label_<t>`` int per threshold.
+
+    ``labels`` int [T,N] (-1 = unassigned) at ``thresholds`` [T].
+    """
+    n = len(cloud)
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    names = []
+    if labels is not None:
+        names = [f"label_{t:.3f}".replace(".", "_") for t in np.asarray(thresholds)]
+        fields += [(nm, "<i4") for nm in names]
+    arr = np.empty(n, dtype=fields)
+    arr["x"], arr["y"], arr["z"] = cloud.points.T
+    arr["red"], arr["green"], arr["blue"] = cloud.colors.T
+    for i, nm in enumerate(names):
+        arr[nm] = labels[i]
+    ply_type = {"<f4": "float", "u1": "uchar", "<i4": "int"}
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    header += [f"property {ply_type[t]} {nm}" for nm, t in fields]
+    header.append("end_header")
+    with open(path, "wb") as f:
+        f.write(("\n".join(header) + "\n").encode("ascii"))
+        f.write(arr.tobytes())
+
+
+def read_ply(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Read a PLY written by :func:`write_ply`: (xyz [N,3], every vertex property by name)."""
+    with open(path, "rb") as f:
+        header = []
+        while True:
+            line = f.readline().decode("ascii").strip()
+            header.append(line)
+            if line == "end_header":
+                break
+        n = next(int(h.split()[-1]) for h in header if h.startswith("element vertex"))
+        back = {"float": "<f4", "uchar": "u1", "int": "<i4"}
+        fields = [(h.split()[2], back[h.split()[1]]) for h in header if h.startswith("property")]
+        arr = np.frombuffer(f.read(), dtype=fields, count=n)
+    xyz = np.stack([arr["x"], arr["y"], arr["z"]], 1)
+    return xyz, {nm: arr[nm] for nm, _ in fields}

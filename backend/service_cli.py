@@ -1,0 +1,169 @@
+"""``backend serve`` / ``backend submit`` / ``backend keys``: sub-commands of the job service.
+
+Register them in the ``backend`` CLI with::
+
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_serve_parser(sub); add_submit_parser(sub); add_keys_parser(sub)
+    args = parser.parse_args(); return args.func(args)
+
+``python -m backend.server [serve flags]`` runs the server alone (:func:`serve_main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from backend.protocol import JobOptions, Limits
+
+
+# -- serve -------------------------------------------------------------------------------------
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bind", default="tcp://127.0.0.1:5557",
+                   help="ZeroMQ endpoint (default loopback; other addresses need --keys; port * picks a free one)")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N")
+    p.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "ultrametric-seg" / "jobs",
+                   help="folder of job states and results")
+    p.add_argument("--keys", type=Path, default=None, help="CurveZMQ keys folder made by `backend keys DIR`")
+    p.add_argument("--result-ttl", type=float, default=24 * 3600.0, help="seconds finished results stay fetchable")
+    p.add_argument("--max-message-mb", type=float, default=2048.0, help="largest accepted message frame (MiB)")
+    p.add_argument("--client-timeout", type=float, default=60.0, help="seconds of client silence that orphan a job")
+    p.add_argument("--cancel-orphans", action="store_true", help="cancel jobs whose clients all went silent")
+    p.add_argument("--run-job", default=None, help="job function module:function (default backend.pipeline:run_job)")
+    p.add_argument("--log-level", default="INFO")
+
+
+def add_serve_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("serve", help="run the ZeroMQ job server (Blender add-on and `backend submit` talk to it)")
+    add_serve_arguments(p)
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from backend.server import ConfigError, JobServer, JobServerConfig, load_run_job
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    max_bytes = int(args.max_message_mb * 2**20)
+    config = JobServerConfig(
+        bind=args.bind, device=args.device, workdir=args.workdir, keys_dir=args.keys,
+        result_ttl_s=args.result_ttl, client_timeout_s=args.client_timeout,
+        cancel_orphaned_jobs=args.cancel_orphans, max_message_bytes=max_bytes,
+        limits=Limits(max_total_bytes=max_bytes),
+    )
+    try:
+        server = JobServer(config, load_run_job(args.run_job) if args.run_job else None)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: server.stop(timeout_s=0))
+        server.start()
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"listening on {server.endpoint}", flush=True)
+    while server._thread.is_alive():  # signals are handled by the main thread between joins
+        server._thread.join(0.2)
+    return 0
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    """``python -m backend.server``: the serve command alone."""
+    p = argparse.ArgumentParser(prog="python -m backend.server", description="ZeroMQ job server")
+    add_serve_arguments(p)
+    return cmd_serve(p.parse_args(argv))
+
+
+# -- submit ------------------------------------------------------------------------------------
+
+
+def add_submit_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("submit", help="send a Blender-HS / NeRF-synthetic folder to a job server")
+    p.add_argument("data", type=Path, help="scene folder (transforms_train.json ...)")
+    p.add_argument("--server", default="tcp://127.0.0.1:5557", help="server address")
+    p.add_argument("--out", type=Path, required=True, help="output folder (points.ply, result.npz, hierarchy.json)")
+    p.add_argument("--server-key", type=Path, default=None, help="server.key (public) for CurveZMQ")
+    p.add_argument("--client-key", type=Path, default=None, help="client.key_secret for CurveZMQ")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds of server silence before giving up")
+    d = JobOptions()
+    p.add_argument("--preset", default=d.preset, choices=JobOptions.PRESETS)
+    p.add_argument("--iterations", type=int, default=d.iterations)
+    p.add_argument("--mask-source", default=d.mask_source, choices=JobOptions.MASK_SOURCES)
+    p.add_argument("--geometry", default=d.geometry, choices=JobOptions.GEOMETRIES)
+    p.add_argument("--thresholds", type=float, nargs="*", default=list(d.thresholds))
+    p.add_argument("--max-points", type=int, default=d.max_points)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.set_defaults(func=cmd_submit)
+    return p
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from backend.client import JobClient, JobError, ServerUnavailable
+    from backend.data import load_scene
+    from backend.protocol import ProtocolError
+    from backend.result_files import write_outputs
+
+    options = JobOptions(
+        preset=args.preset, iterations=args.iterations, mask_source=args.mask_source, geometry=args.geometry,
+        thresholds=tuple(args.thresholds), max_points=args.max_points, device=args.device, seed=args.seed,
+    )
+    try:
+        options.validate()
+        scene = load_scene(args.data, split="train")
+        with JobClient(args.server, args.server_key, args.client_key, timeout_s=args.timeout) as client:
+            job = client.submit(scene, options)
+            print(f"job {job} accepted (queue position {client.accepted[job]})", file=sys.stderr)
+            bar, stage = None, None
+            for p in client.progress(job):
+                if p.stage != stage or bar is None:
+                    if bar is not None:
+                        bar.close()
+                    stage = p.stage
+                    bar = tqdm(total=p.total or None, desc=p.stage, unit="step", file=sys.stderr)
+                bar.total = p.total or bar.total
+                bar.n = p.step
+                post = {k: f"{v:.4g}" for k, v in p.losses.items()}
+                if p.queue_position is not None:
+                    post["ahead"] = p.queue_position
+                bar.set_postfix(post, refresh=False)
+                bar.set_description(p.message[:40] or p.stage, refresh=True)
+            if bar is not None:
+                bar.close()
+            result = client.wait(job)
+    except (ServerUnavailable, JobError, ProtocolError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for path in write_outputs(result, args.out):
+        print(path)
+    return 0
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def add_keys_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("keys", help="create CurveZMQ server and client keypairs for remote use")
+    p.add_argument("dir", type=Path, help="folder to create the keys in")
+    p.add_argument("--force", action="store_true", help="replace existing keys")
+    p.set_defaults(func=cmd_keys)
+    return p
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from backend.keys import CLIENT_SECRET, SERVER_PUBLIC, KeysError, create_keys
+
+    try:
+        folder = create_keys(args.dir, overwrite=args.force)
+    except KeysError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"server: backend serve --bind tcp://0.0.0.0:5557 --keys {folder}")
+    print(f"client: give it {folder / SERVER_PUBLIC} and {folder / CLIENT_SECRET} "
+          f"(backend submit ... --server-key {folder / SERVER_PUBLIC} --client-key {folder / CLIENT_SECRET})")
+    return 0

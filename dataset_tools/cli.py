@@ -1,0 +1,112 @@
+"""Command line: ``dataset-tools render SCENE.blend OUT/`` and ``dataset-tools example NAME OUT.blend``.
+
+Errors in the input (``DatasetError``) print one line on stderr and exit with status 2; Blender's own
+log lines go to stdout. bpy is imported only when a command runs, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import DEFAULT_ROTATIONS, ENGINES, RenderConfig
+from .errors import DatasetError
+
+EXIT_ERROR = 2
+
+
+def _rotations(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated degrees, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dataset-tools", description="Blender-HS dataset tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = RenderConfig()
+    r = sub.add_parser("render", help="render a Blender-HS folder from a .blend file")
+    r.add_argument("blend", help="input .blend file")
+    r.add_argument("out", help="output folder (created; an interrupted render resumes)")
+    r.add_argument("--train", type=int, default=d.n_train, help="training views (default %(default)s)")
+    r.add_argument("--val", type=int, default=d.n_val, help="validation views (default %(default)s)")
+    r.add_argument("--test", type=int, default=d.n_test, help="test views (default %(default)s)")
+    r.add_argument("--res", type=int, default=d.width, help="square image size in pixels (default %(default)s)")
+    r.add_argument("--samples", type=int, default=d.samples, help="Cycles samples (default %(default)s)")
+    r.add_argument("--rotations", type=_rotations, default=DEFAULT_ROTATIONS,
+                   help="val rotations in degrees (default 10,45,90,135)")
+    r.add_argument("--seed", type=int, default=d.seed, help="camera and sampling seed (default %(default)s)")
+    r.add_argument("--hemisphere", action=argparse.BooleanOptionalAction, default=d.hemisphere,
+                   help="cameras on the upper hemisphere only (default on; --no-hemisphere: whole sphere)")
+    r.add_argument("--engine", choices=sorted(ENGINES), default=d.engine, help="render engine (default %(default)s)")
+    r.add_argument("--use-scene-cameras", action="store_true", help="use the scene's cameras as the train views")
+    r.add_argument("--fov", type=float, default=d.camera_angle_x, help="camera_angle_x in radians (default %(default)s)")
+    r.add_argument("--threads", type=int, default=0, help="render threads (0 = all cores)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    e = sub.add_parser("example", help="write a procedural example scene")
+    e.add_argument("name", help="example name (table_set, bookshelf, vehicle)")
+    e.add_argument("out", help="output .blend path")
+    return parser
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr, created on the first update (so early errors print one clean line)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar = enabled, None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                self.enabled = False
+                return
+            self.bar = tqdm(total=total, unit="view", file=sys.stderr, dynamic_ncols=True)
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        self.bar.set_postfix_str(message, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "example":
+            from .examples import write_example
+
+            path = write_example(args.name, args.out)
+            print(f"wrote {path}", file=sys.stderr)
+            return 0
+        config = RenderConfig(n_train=args.train, n_val=args.val, n_test=args.test, width=args.res, height=args.res,
+                              samples=args.samples, engine=args.engine, rotations=tuple(args.rotations),
+                              seed=args.seed, hemisphere=args.hemisphere, camera_angle_x=args.fov,
+                              use_scene_cameras=args.use_scene_cameras, threads=args.threads)
+        config.validate()
+        from .dataset import render_dataset
+
+        bar = _ProgressBar(not args.quiet)
+        try:
+            result = render_dataset(args.blend, args.out, config, progress=bar)
+        finally:
+            bar.close()
+        print(f"{result.out_dir}: {result.rendered} views rendered, {result.skipped} already done, "
+              f"{result.seconds:.1f} s", file=sys.stderr)
+        return 0
+    except DatasetError as exc:
+        print(f"dataset-tools: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("dataset-tools: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
