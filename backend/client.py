@@ -13,7 +13,10 @@ with the address.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
+import operator
 import os
 import time
 from collections import deque
@@ -21,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from backend import protocol as P
 from backend.keys import Keypair, load_keypair
@@ -30,19 +34,24 @@ from backend.scene_wire import submit_from_scene
 
 
 class ServerUnavailable(ConnectionError):
-    """The server did not answer in time (not running, unreachable, or refusing our keys)."""
+    """The server did not answer in time (not running, unreachable, or refusing our keys), or it
+    closed the connection while a request was outstanding (``reason`` says which)."""
 
-    def __init__(self, address: str, waited_s: float, what: str, keyed: bool):
+    def __init__(self, address: str, waited_s: float, what: str, keyed: bool, reason: str | None = None,
+                 keys_hint: bool = True):
         hint = (
-            "check the server public key and that this client's public key is in the server's authorized_clients"
+            " (check the server public key and that this client's public key is in the server's authorized_clients)"
             if keyed
-            else "if the server was started with --keys, pass its public key and a client keypair"
+            else " (if the server was started with --keys, pass its public key and a client keypair)"
         )
-        super().__init__(
-            f"no reply from the job server at {address} within {waited_s:.1f} s while waiting for {what}; "
-            f"is `backend serve` running and reachable there? ({hint})"
-        )
+        if reason is None:
+            text = (f"no reply from the job server at {address} within {waited_s:.1f} s while waiting for {what}; "
+                    "is `backend serve` running and reachable there?")
+        else:
+            text = f"no reply from the job server at {address} while waiting for {what}: {reason}"
+        super().__init__(text + (hint if keys_hint else ""))
         self.address = address
+        self.reason = reason
 
 
 class NoReply(TimeoutError):
@@ -58,6 +67,14 @@ class JobError(RuntimeError):
 
 
 _JOB_TYPES = (P.Accepted, P.Progress, P.Result, P.CancelAck)
+#: Connection events watched on the DEALER (socket monitor): a failed security handshake means
+#: the server refuses us; a disconnect while a request is outstanding means its reply will not come.
+_HANDSHAKE_FAILED = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the server refused this client's CurveZMQ key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the security handshake failed (CurveZMQ keys on one side only, or wrong keys)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the security handshake failed",
+}
+_MONITORED = zmq.EVENT_DISCONNECTED | functools.reduce(operator.or_, _HANDSHAKE_FAILED)
 #: Error codes answering a request about a job (rather than ending the job).
 _REQUEST_ERRORS = (ErrorCode.UNKNOWN_JOB, ErrorCode.BAD_MESSAGE, ErrorCode.BAD_TYPE, ErrorCode.INTERNAL)
 
@@ -91,12 +108,17 @@ class JobClient:
             client_keys if isinstance(client_keys, Keypair) else load_keypair(client_keys, need_secret=True))
         self._ctx = zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
         self._tokens = itertools.count(1)
         self._inbox: dict[str, deque[P.Message]] = {}
         self._replies: deque[P.Message] = deque()
         self._terminal: dict[str, P.Message] = {}
         self._mine: set[str] = set()
         self._ended: set[str] = set()
+        #: Jobs with an explicit request outstanding (fetch, cancel): their replies are kept even
+        #: once the job ended (otherwise late duplicates for ended jobs are dropped).
+        self._asking: set[str] = set()
+        self._refused: str | None = None
         self._routing_id = b"c" + os.urandom(15)  # stable across reconnects (server: ROUTER_HANDOVER)
         #: Queue position reported when each job was accepted.
         self.accepted: dict[str, int] = {}
@@ -116,14 +138,36 @@ class JobClient:
             sock.curve_serverkey = self._server_key
             sock.curve_publickey = self._keys.public
             sock.curve_secretkey = self._keys.secret
+        self._monitor = sock.get_monitor_socket(_MONITORED)
         sock.connect(self.address)
         self._sock = sock
 
     def close(self) -> None:
         """Close the socket (jobs keep running on the server; fetch them later by id)."""
         if self._sock is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            self._monitor.close(linger=0)
             self._sock.close(linger=0)
-            self._sock = None
+            self._sock = self._monitor = None
+
+    def _link_events(self) -> tuple[bool, str | None]:
+        """Drain the connection monitor: (a disconnect happened, the last handshake failure)."""
+        disconnected, refused = False, None
+        while self._monitor is not None and self._monitor.poll(0, zmq.POLLIN):
+            event = recv_monitor_message(self._monitor)["event"]
+            if event == zmq.EVENT_DISCONNECTED:
+                disconnected = True
+            elif event in _HANDSHAKE_FAILED:
+                refused = _HANDSHAKE_FAILED[event]
+        return disconnected, refused
+
+    def _reset(self) -> None:
+        """Reconnect with a fresh socket, dropping whatever was queued for the lost connection."""
+        self.close()
+        self._connect()
 
     def __enter__(self) -> "JobClient":
         return self
@@ -136,12 +180,30 @@ class JobClient:
         self._sock.send_multipart(frames, copy=False)
         return sum(memoryview(f).nbytes for f in frames)
 
+    def _send_request(self, msg: P.Message) -> int:
+        """Send a message that expects a reply, first forgetting disconnects of earlier connections
+        (so only one during this request fails it; a refused handshake stays remembered)."""
+        _, refused = self._link_events()
+        self._refused = refused or self._refused
+        return self._send(msg)
+
+    @contextlib.contextmanager
+    def _asking_about(self, job: str) -> Iterator[None]:
+        """Keep messages for ``job`` while an explicit request about it is outstanding."""
+        self._asking.add(job)
+        try:
+            yield
+        finally:
+            self._asking.discard(job)
+            if job in self._ended:
+                self._inbox.pop(job, None)
+
     def _file(self, msg: P.Message) -> None:
         job = getattr(msg, "job", None)
         if isinstance(msg, P.Pong) and msg.token == 0:
             return  # heartbeat reply
-        if job in self._ended and not isinstance(msg, P.Error):
-            return  # late duplicate for a job already returned by wait()
+        if job in self._ended and job not in self._asking:
+            return  # late duplicate (e.g. of a resync) for a job already returned by wait()
         if job is not None and (isinstance(msg, _JOB_TYPES) or isinstance(msg, P.Error)):
             self._inbox.setdefault(job, deque()).append(msg)
         else:
@@ -151,19 +213,29 @@ class JobClient:
               until: float | None = None) -> bool:
         """Receive until ``done()`` (→ True) or the monotonic time ``until`` (→ False), pinging
         after ``heartbeat_s`` of quiet. Raises :class:`ServerUnavailable` after ``timeout_s`` (or
-        ``reply_within``) without any message, :class:`NoReply` when the server is alive but ``done``
-        is still false ``reply_within`` seconds after the start (requests)."""
+        ``reply_within``) without any message, when the security handshake fails, or (requests,
+        i.e. ``reply_within`` given) when the server drops the connection meanwhile, which is how it
+        refuses a message over its size limit; :class:`NoReply` when the server is alive but
+        ``done`` is still false ``reply_within`` seconds after the start."""
         start = heard = last_ping = time.monotonic()
         silence = self.timeout_s if reply_within is None else max(self.timeout_s, reply_within)
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         while not done():
             now = time.monotonic()
-            if now - heard > silence:
-                self.close()
-                self._connect()  # drop whatever was queued for the dead peer
-                raise ServerUnavailable(self.address, now - heard, what, self._server_key is not None)
+            disconnected, refused = self._link_events()
+            refused, self._refused = refused or self._refused, None
+            dropped = disconnected and not refused and reply_within is not None
+            if refused or dropped or now - heard > silence:
+                self._reset()
+                reason = refused or ("the server closed the connection before answering (it does so for a message "
+                                     "larger than its --max-message-mb, or when it stops)" if dropped else None)
+                raise ServerUnavailable(self.address, now - heard, what, self._server_key is not None, reason,
+                                        keys_hint=not dropped)
             if reply_within is not None and now - start > reply_within:
                 raise NoReply(f"the job server at {self.address} answers pings but not {what} within "
-                              f"{reply_within:.1f} s (a message over the server's --max-message-mb is dropped)")
+                              f"{reply_within:.1f} s")
             if until is not None and now >= until:
                 return False
             if now - max(heard, last_ping) >= self.heartbeat_s:
@@ -174,7 +246,7 @@ class JobClient:
                 wait = min(wait, reply_within - (now - start))
             if until is not None:
                 wait = min(wait, until - now)
-            if self._sock.poll(max(1, int(wait * 1000)), zmq.POLLIN):
+            if dict(poller.poll(max(1, int(wait * 1000)))).get(self._sock):
                 heard = time.monotonic()
                 while True:
                     try:
@@ -191,7 +263,7 @@ class JobClient:
                  job: str | None = None) -> P.Message:
         """Send ``msg`` and return its reply (a message of ``kinds`` passing ``match``); an error
         reply (without job, or for ``job`` with a request-level code) raises :class:`JobError`."""
-        self._send(msg)
+        self._send_request(msg)
 
         def find() -> tuple[deque, P.Message] | None:
             for m in self._replies:
@@ -240,18 +312,18 @@ class JobClient:
         """Send a scene (or a ready :class:`backend.protocol.Submit`); returns the job id once the
         server accepted it. Raises :class:`JobError` when refused, ``ProtocolError`` when invalid."""
         msg = scene if isinstance(scene, P.Submit) else submit_from_scene(scene, options, job)
-        nbytes = self._send(msg)
-        self._mine.add(msg.job)
-
         def answered() -> bool:
             return any(isinstance(m, (P.Accepted, P.Error)) for m in self._inbox.get(msg.job, ()))
 
-        # The server only answers once the whole message arrived: allow ~20 MB/s on top.
-        self._pump(answered, f"the submit of job {msg.job}", reply_within=self.timeout_s + nbytes / 20e6)
-        reply = self._job_message(msg.job, (P.Accepted, P.Error))
-        if isinstance(reply, P.Error):
-            self._mine.discard(msg.job)
-            raise JobError(reply.code, reply.message, msg.job)
+        with self._asking_about(msg.job):  # e.g. a duplicate id of a job that ended here
+            nbytes = self._send_request(msg)
+            # The server only answers once the whole message arrived: allow ~20 MB/s on top.
+            self._pump(answered, f"the submit of job {msg.job}", reply_within=self.timeout_s + nbytes / 20e6)
+            reply = self._job_message(msg.job, (P.Accepted, P.Error))
+            if isinstance(reply, P.Error):
+                raise JobError(reply.code, reply.message, msg.job)
+            self._ended.discard(msg.job)
+            self._mine.add(msg.job)
         self.accepted[msg.job] = reply.queue_position
         return msg.job
 
@@ -293,10 +365,11 @@ class JobClient:
 
     def fetch(self, job: str) -> JobResult:
         """The result of a finished job (``not_ready`` error while it still runs)."""
-        self._send(P.Fetch(job=job, wait=False))
-        self._pump(lambda: self._has(job, (P.Result, P.Error)), f"the fetch of job {job}",
-                   reply_within=self.timeout_s)
-        end = self._job_message(job, (P.Result, P.Error))
+        with self._asking_about(job):
+            self._send_request(P.Fetch(job=job, wait=False))
+            self._pump(lambda: self._has(job, (P.Result, P.Error)), f"the fetch of job {job}",
+                       reply_within=self.timeout_s)
+            end = self._job_message(job, (P.Result, P.Error))
         if isinstance(end, P.Error):
             raise JobError(end.code, end.message, job)
         return end.to_job_result()
@@ -304,21 +377,26 @@ class JobClient:
     def cancel(self, job: str) -> str:
         """Cancel a job; returns its state then (``cancelled``, ``cancelling`` or a final state).
         A running job stops within ~1 s; :meth:`wait` then raises ``cancelled``."""
-        self._send(P.Cancel(job=job))
-        self._pump(lambda: self._has(job, (P.CancelAck, P.Error), _REQUEST_ERRORS), f"the cancel of job {job}",
-                   reply_within=self.timeout_s)
-        for m in list(self._inbox[job]):
-            if isinstance(m, P.CancelAck):
-                self._inbox[job].remove(m)
-                return m.state
-            if isinstance(m, P.Error) and m.code in _REQUEST_ERRORS:
-                self._inbox[job].remove(m)
-                raise JobError(m.code, m.message, job)
+        with self._asking_about(job):
+            self._send_request(P.Cancel(job=job))
+            self._pump(lambda: self._has(job, (P.CancelAck, P.Error), _REQUEST_ERRORS), f"the cancel of job {job}",
+                       reply_within=self.timeout_s)
+            for m in list(self._inbox[job]):
+                if isinstance(m, P.CancelAck):
+                    self._inbox[job].remove(m)
+                    return m.state
+                if isinstance(m, P.Error) and m.code in _REQUEST_ERRORS:
+                    self._inbox[job].remove(m)
+                    raise JobError(m.code, m.message, job)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _follow(self, job: str) -> None:
-        """Subscribe to a job this client did not submit (e.g. after reconnecting)."""
-        if job not in self._mine and job not in self._terminal:
+        """Subscribe to a job this client did not submit (e.g. after reconnecting), or again to one
+        whose end :meth:`wait` already returned (the server answers its final message again)."""
+        if job in self._terminal:
+            return
+        if job not in self._mine or job in self._ended:
+            self._ended.discard(job)
             self._send(P.Fetch(job=job, wait=True))
             self._mine.add(job)
 

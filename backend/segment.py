@@ -67,6 +67,30 @@ def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig = SegmentConfig())
     return Segmentation3D(cloud=cloud, tree=tree)
 
 
+def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int = 5,
+                          max_distance: float = 5e-3) -> np.ndarray:
+    """Labels int [T,N] of ``points`` [N,3] -> int [T,Q] for ``queries`` [Q,3]: the mode of the k nearest
+    labelled points (nearest first wins ties), one kNN query for all T thresholds; -1 when the nearest
+    point is farther than ``max_distance`` or none of the k is labelled (PAPER.md "Inference / 3D")."""
+    from scipy.spatial import cKDTree
+
+    t = labels.shape[0]
+    out = np.full((t, len(queries)), -1, np.int64)
+    if len(queries) == 0 or len(points) == 0:
+        return out
+    k = min(k, len(points))
+    dist, idx = cKDTree(points).query(queries, k=k)
+    dist, idx = dist.reshape(len(queries), k), idx.reshape(len(queries), k)
+    near = dist[:, 0] <= max_distance
+    for i in range(t):
+        nb = labels[i][idx[near]]                                   # [Q', k]
+        votes = (nb[:, :, None] == nb[:, None, :]).sum(2) * (nb >= 0)  # [Q', k] count of each candidate
+        best = nb[np.arange(len(nb)), votes.argmax(1)]
+        best[votes.max(1) == 0] = -1
+        out[i, near] = best
+    return out
+
+
 def view_labels(seg: Segmentation3D, labels: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray,
                 cfg: SegmentConfig = SegmentConfig()) -> np.ndarray:
     """Label a (novel) view: unproject its depth, vote among the k nearest labelled points.
@@ -79,9 +103,8 @@ def view_labels(seg: Segmentation3D, labels: np.ndarray, depth: np.ndarray, K: n
     if not fg.any():
         return out
     pts = unproject_depth(depth, K, c2w)[fg]
-    for i in range(labels.shape[0]):
-        out[i][fg] = segtree.propagate_labels(seg.cloud.points, labels[i], pts, k=cfg.propagate_k,
-                                              max_distance=cfg.propagate_max_distance)
+    out[:, fg] = propagate_label_stack(seg.cloud.points, labels, pts, k=cfg.propagate_k,
+                                       max_distance=cfg.propagate_max_distance)
     return out
 
 

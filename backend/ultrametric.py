@@ -124,7 +124,7 @@ def knn_pixel_graph(uv: np.ndarray, k: int = 10, connect: bool = True,
     return s, t
 
 
-def mask_boundary_prior(sources: np.ndarray, targets: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def mask_boundary_crossings(sources: np.ndarray, targets: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Edges that cross a mask boundary: endpoints differ in membership of at least one mask.
 
     Implemented on bit-packed membership rows (one byte per 8 masks per pixel), so ``O(E * M / 8)``.
@@ -132,10 +132,14 @@ def mask_boundary_prior(sources: np.ndarray, targets: np.ndarray, masks: np.ndar
     Shape: ``sources``, ``targets`` int [E]; ``masks`` bool [M, P] -> bool [E].
 
     >>> m = np.array([[1, 1, 0], [0, 1, 1]], bool)
-    >>> mask_boundary_prior(np.array([0, 1, 0]), np.array([1, 2, 0]), m).tolist()
+    >>> mask_boundary_crossings(np.array([0, 1, 0]), np.array([1, 2, 0]), m).tolist()
     [True, True, False]
     """
     masks = np.asarray(masks, dtype=bool)
+    sources = np.asarray(sources, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if masks.ndim != 2:
+        raise ValueError(f"masks must be bool [M, P], got shape {masks.shape}")
     if masks.shape[0] == 0:
         return np.zeros(len(sources), dtype=bool)
     packed = np.packbits(masks, axis=0).T  # [P, ceil(M/8)] uint8
@@ -146,6 +150,23 @@ def mask_boundary_prior(sources: np.ndarray, targets: np.ndarray, masks: np.ndar
         key = wide.view(np.uint64)[:, 0]
         return key[sources] != key[targets]
     return (packed[sources] != packed[targets]).any(axis=1)
+
+
+def mask_boundary_prior(sources: np.ndarray, targets: np.ndarray, masks: np.ndarray,
+                        weight: float = 10.0) -> np.ndarray:
+    """Tree-building prior of the released code: ``weight`` (+10) on every edge that crosses a mask boundary.
+
+    Not in the paper. Added to the edge lengths only when building the binary partition tree (see
+    :func:`ultrametric_distance`), so minimax paths prefer to stay inside masks; the distances themselves (and
+    their gradients) are still read from the unmodified feature lengths.
+
+    Shape: ``sources``, ``targets`` int [E]; ``masks`` bool [M, P] -> float64 [E] (0 or ``weight``).
+
+    >>> m = np.array([[1, 1, 0]], bool)
+    >>> mask_boundary_prior(np.array([0, 1]), np.array([1, 2]), m).tolist()
+    [0.0, 10.0]
+    """
+    return weight * mask_boundary_crossings(sources, targets, masks).astype(np.float64)
 
 
 def edge_lengths(features: Tensor, sources, targets, metric: str = "cosine",
@@ -162,7 +183,12 @@ def edge_lengths(features: Tensor, sources, targets, metric: str = "cosine",
     t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=features.device)
     if metric == "cosine":
         f = features if assume_normalized else torch.nn.functional.normalize(features, dim=-1, eps=eps)
-        return 1.0 - (f[s] * f[t]).sum(-1)
+        prod = f[s]
+        if torch.is_grad_enabled() and f.requires_grad:
+            prod = prod * f[t]
+        else:  # no autograd: multiply in place, one [E, D] buffer less (bitwise the same values)
+            prod.mul_(f[t])
+        return 1.0 - prod.sum(-1)
     if metric == "euclidean":
         diff = features[s] - features[t]
         # sqrt(x + eps^2): finite gradient at coincident features (the gradient of |.| at 0 is nan otherwise).
@@ -285,11 +311,58 @@ def gather_bottleneck_lengths(lengths: Tensor, edges: np.ndarray,
     """
     e = torch.as_tensor(np.asarray(edges), dtype=torch.long, device=lengths.device)
     valid = e >= 0
-    out = lengths[e.clamp_min(0)] if lengths.numel() else torch.zeros(len(e), dtype=lengths.dtype,
-                                                                       device=lengths.device)
+    if lengths.numel():
+        out = lengths[e.clamp_min(0)]
+    else:  # no edge: zeros that keep the autograd graph (sum of an empty tensor)
+        out = lengths.new_zeros(len(e)) + lengths.sum()
     const = torch.where(e == SAME_VERTEX, torch.zeros((), dtype=lengths.dtype, device=lengths.device),
                         torch.full((), disconnected_distance, dtype=lengths.dtype, device=lengths.device))
     return torch.where(valid, out, const)
+
+
+def _tree_weights(lengths: Tensor, boundary_prior: np.ndarray | None, prior_weight: float) -> np.ndarray:
+    """Detached float64 edge weights for tree building: feature lengths plus the optional boundary prior."""
+    w = lengths.detach().to("cpu", torch.float64).numpy()
+    if boundary_prior is None:
+        return w
+    prior = np.asarray(boundary_prior)
+    if prior.shape != w.shape:
+        raise ValueError(f"boundary_prior must have one value per edge ({w.shape}), got shape {prior.shape}")
+    if prior.dtype == bool:  # a crossing flag: scale it
+        return w + prior_weight * prior.astype(np.float64)
+    return w + prior.astype(np.float64)
+
+
+def ultrametric_distance_and_edges(features: Tensor, sources, targets, pairs: np.ndarray, metric: str = "cosine",
+                                   boundary_prior: np.ndarray | None = None, prior_weight: float = 10.0,
+                                   assume_normalized: bool = False,
+                                   disconnected_distance: float = float("inf")) -> tuple[Tensor, np.ndarray]:
+    """:func:`ultrametric_distance` that also returns each pair's bottleneck edge index (int64 [Q], -1 / -2 special).
+
+    Useful for diagnostics (e.g. the fraction of pairs whose bottleneck crosses a mask boundary).
+    """
+    if features.ndim != 2:
+        raise ValueError(f"features must be [P, D], got shape {tuple(features.shape)}")
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    num = features.shape[0]
+    if len(pairs) and (pairs.min() < 0 or pairs.max() >= num):
+        raise IndexError(f"pair indices must lie in [0, {num}), got range [{pairs.min()}, {pairs.max()}]")
+    src = np.asarray(sources, dtype=np.int64)
+    dst = np.asarray(targets, dtype=np.int64)
+    with torch.no_grad():  # all edges, for the tree only
+        lengths = edge_lengths(features, src, dst, metric=metric, assume_normalized=assume_normalized)
+    w = _tree_weights(lengths, boundary_prior, prior_weight)
+    edges = bottleneck_edges(num, src, dst, w, pairs)
+    # Differentiable lengths of the distinct bottleneck edges only (at most P - 1: they are MST edges). The
+    # formula is row-wise, so these values are bitwise those the tree was built on; autograd and its backward
+    # touch O(P) rows instead of O(E).
+    used = edges >= 0
+    uniq, inv = np.unique(edges[used], return_inverse=True)
+    grad_len = edge_lengths(features, src[uniq], dst[uniq], metric=metric, assume_normalized=assume_normalized)
+    compact = np.full(len(edges), SAME_VERTEX, dtype=np.int64)
+    compact[used] = inv
+    compact[edges == DISCONNECTED] = DISCONNECTED
+    return gather_bottleneck_lengths(grad_len, compact, disconnected_distance), edges
 
 
 def ultrametric_distance(features: Tensor, sources, targets, pairs: np.ndarray, metric: str = "cosine",
@@ -299,8 +372,9 @@ def ultrametric_distance(features: Tensor, sources, targets, pairs: np.ndarray, 
     """Eq. 1-2: ultrametric (minimax path) feature distance of each pixel pair, differentiable.
 
     1. Edge lengths from features (``metric``, see :func:`edge_lengths`).
-    2. ONE canonical BPT on the detached lengths, plus ``prior_weight`` on edges flagged by ``boundary_prior``
-       (tree building only: the released code's undocumented +10 on SAM-boundary-crossing edges).
+    2. ONE canonical BPT on the detached lengths plus ``boundary_prior`` (tree building only: the released
+       code's undocumented +10 on SAM-boundary-crossing edges, see :func:`mask_boundary_prior`; a float array is
+       added as is, a bool array is scaled by ``prior_weight``).
     3. Vectorised LCA look-ups give each pair's bottleneck edge; its length is re-read from step 1, so the
        gradient reaches only the two endpoint features of that edge.
 
@@ -308,11 +382,14 @@ def ultrametric_distance(features: Tensor, sources, targets, pairs: np.ndarray, 
     ``disconnected_distance`` (no gradient). Pass positives and negatives concatenated to share the tree.
 
     Shape: ``features`` [P, D]; ``sources``, ``targets`` int [E]; ``pairs`` int [Q, 2];
-    ``boundary_prior`` bool [E] or None -> [Q].
+    ``boundary_prior`` float or bool [E], or None -> [Q].
+
+    >>> f = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])
+    >>> d = ultrametric_distance(f, np.array([0, 1]), np.array([1, 2]), np.array([[0, 2], [1, 1]]))
+    >>> [round(x, 4) for x in d.tolist()]
+    [0.4, 0.0]
     """
-    lengths = edge_lengths(features, sources, targets, metric=metric, assume_normalized=assume_normalized)
-    w = lengths.detach().to("cpu", torch.float64).numpy()
-    if boundary_prior is not None:
-        w = w + prior_weight * np.asarray(boundary_prior, dtype=np.float64)
-    edges = bottleneck_edges(features.shape[0], sources, targets, w, pairs)
-    return gather_bottleneck_lengths(lengths, edges, disconnected_distance)
+    return ultrametric_distance_and_edges(features, sources, targets, pairs, metric=metric,
+                                          boundary_prior=boundary_prior, prior_weight=prior_weight,
+                                          assume_normalized=assume_normalized,
+                                          disconnected_distance=disconnected_distance)[0]

@@ -82,7 +82,8 @@ def cut_representatives(parents: np.ndarray, altitudes: np.ndarray, threshold: f
     """int64 [M]: for every node, its highest ancestor-or-self reachable through nodes of altitude
     ``< threshold`` (the component's top node). Pointer jumping: O(M log depth)."""
     parents = np.asarray(parents, dtype=np.int64)
-    altitudes = np.asarray(altitudes)
+    # float64: NumPy would otherwise round a Python-float threshold to float32 altitudes' precision
+    altitudes = np.asarray(altitudes, dtype=np.float64)
     idx = np.arange(parents.shape[0], dtype=np.int64)
     # A node steps up when its parent merges below the threshold (and it is not a root).
     up = (parents != idx) & (altitudes[parents] < threshold)
@@ -177,3 +178,50 @@ def point_colours(c: Cut, n_coloured: int, grey=GREY) -> np.ndarray:
     rgba = np.ones((c.labels.shape[0], 4), np.float32)
     rgba[:, :3] = seg[c.labels]
     return rgba
+
+
+# -------------------------------------------------------------------------------------- granularity
+#
+# The panel's slider is a granularity g in [0, 1], logarithmic in the number of segments: g = 0 keeps
+# every point apart (N segments), g = 1 merges everything (as many segments as the tree has roots), and
+# in between the cut keeps about N ** (1 - g) segments. A single-linkage tree over N points has N - 1
+# merges; a cut with k merges below the threshold leaves N - k segments (fewer only with ties).
+
+
+def merge_altitudes(parents: np.ndarray, altitudes: np.ndarray, n_leaves: int) -> np.ndarray:
+    """float64 [M - N]: altitudes of the internal (merge) nodes, sorted increasingly."""
+    return np.sort(np.asarray(altitudes, np.float64)[n_leaves:np.asarray(parents).shape[0]])
+
+
+def granularity_to_threshold(merges: np.ndarray, n_leaves: int, granularity: float) -> float:
+    """Threshold whose cut keeps about ``n_leaves ** (1 - granularity)`` segments.
+
+    ``merges`` is :func:`merge_altitudes`. The threshold is placed just above the altitude of the
+    k-th lowest merge (k = N - target segments), so that the strict ``altitude < t`` rule performs it.
+
+    >>> m = np.array([0.1, 0.2, 0.3])          # 4 points, 3 merges
+    >>> granularity_to_threshold(m, 4, 0.0)    # 4 segments: no merge
+    0.0
+    >>> granularity_to_threshold(m, 4, 0.5) > 0.2 and granularity_to_threshold(m, 4, 0.5) < 0.3  # 2 segments
+    True
+    """
+    g = min(max(float(granularity), 0.0), 1.0)
+    n = int(n_leaves)
+    if n <= 1 or merges.size == 0:
+        return 0.0
+    target = int(round(n ** (1.0 - g)))
+    k = min(max(n - target, 0), merges.size)
+    if k == 0:
+        return float(min(merges[0], 0.0))
+    return float(np.nextafter(merges[k - 1], np.inf))
+
+
+def threshold_to_granularity(merges: np.ndarray, n_leaves: int, threshold: float) -> float:
+    """Inverse of :func:`granularity_to_threshold` (up to rounding): the granularity whose cut
+    performs the merges below ``threshold``."""
+    n = int(n_leaves)
+    if n <= 1 or merges.size == 0:
+        return 0.0
+    k = int(np.searchsorted(merges, float(threshold), side="left"))  # merges with altitude < t
+    segments = max(n - k, 1)
+    return float(min(max(1.0 - np.log(segments) / np.log(n), 0.0), 1.0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import DEFAULT_ROTATIONS, ENGINES, RenderConfig
+from .config import DEFAULT_ROTATIONS, DEVICES, ENGINES, RenderConfig
 from .errors import DatasetError
 
 EXIT_ERROR = 2
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--use-scene-cameras", action="store_true", help="use the scene's cameras as the train views")
     r.add_argument("--fov", type=float, default=d.camera_angle_x, help="camera_angle_x in radians (default %(default)s)")
     r.add_argument("--threads", type=int, default=0, help="render threads (0 = all cores)")
+    r.add_argument("--device", choices=DEVICES, default=d.device,
+                   help="Cycles device: auto = a GPU when Blender finds one, else CPU (default %(default)s)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("example", help="write a procedural example scene")
     e.add_argument("name", help="example name (table_set, bookshelf, vehicle)")
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         config = RenderConfig(n_train=args.train, n_val=args.val, n_test=args.test, width=args.res, height=args.res,
                               samples=args.samples, engine=args.engine, rotations=tuple(args.rotations),
                               seed=args.seed, hemisphere=args.hemisphere, camera_angle_x=args.fov,
-                              use_scene_cameras=args.use_scene_cameras, threads=args.threads)
+                              use_scene_cameras=args.use_scene_cameras, threads=args.threads,
+                              device=args.device)
         config.validate()
         from .dataset import render_dataset
 

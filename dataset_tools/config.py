@@ -14,6 +14,9 @@ from .errors import DatasetError
 #: Rotations (degrees about the world up axis through the scene centre) of the val views, as in Blender-HS.
 DEFAULT_ROTATIONS: tuple[float, ...] = (10.0, 45.0, 90.0, 135.0)
 
+#: Cycles device choices (see ``RenderConfig.device``).
+DEVICES = ("auto", "cpu", "gpu")
+
 #: Engines understood by :mod:`dataset_tools.render` (CLI name -> Blender engine identifier).
 ENGINES = {"cycles": "CYCLES", "workbench": "BLENDER_WORKBENCH"}
 
@@ -50,6 +53,9 @@ class RenderConfig:
     """Use the scene's own camera objects (sorted by name) as the train views instead of sampled ones."""
     threads: int = 0
     """Render threads; 0 lets Blender use all cores."""
+    device: str = "auto"
+    """Cycles device: ``auto`` (a GPU when Blender finds one: OptiX, CUDA, HIP, oneAPI or Metal; else the
+    CPU), ``cpu`` or ``gpu`` (error when none). The device used is recorded in meta.json."""
     visibility_rel_tol: float = 0.01
     """Relative depth tolerance when deciding whether a point seen in one view is visible in another."""
     extra: dict = field(default_factory=dict)
@@ -72,6 +78,8 @@ class RenderConfig:
             raise DatasetError(f"camera_angle_x must be in (0.01, 3.1) radians, got {self.camera_angle_x}")
         if self.margin < 0:
             raise DatasetError(f"margin must be >= 0, got {self.margin}")
+        if self.device not in DEVICES:
+            raise DatasetError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if len(set(self.rotations)) != len(self.rotations):
             raise DatasetError(f"rotations must be distinct, got {list(self.rotations)}")
 

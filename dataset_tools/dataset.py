@@ -203,13 +203,14 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
         depth_range = (max(distance - radius, 0.0), distance + radius)
         settings = config.to_meta()
         settings.pop("threads")
+        settings.pop("device")  # the preference; the device actually used is compared instead
         meta = {
             "format": "blender-hs", "format_version": FORMAT_VERSION, "generator": "dataset_tools",
             "source": source, "source_sha256": source_sha256, "blender_version": bpy.app.version_string,
             "settings": settings, "seed": config.seed,
             "counts": {split: int(len(p)) for split, p in plan.items()},
             "scene_bounds": prep.bounds.tolist(), "scene_centre": centre.tolist(), "scene_radius": radius,
-            "camera_distance": distance, "val_depth_png_range": list(depth_range),
+            "render_device": prep.device, "camera_distance": distance, "val_depth_png_range": list(depth_range),
             "colour": "sRGB (Standard view transform), straight alpha",
             "conventions": "c2w OpenGL axes (NeRF-synthetic); depth planar, world units, 0 = background",
             "num_nodes": len(prep.hierarchy.nodes), "num_leaves": len(prep.hierarchy.leaf_ids),
@@ -297,14 +298,18 @@ def render_dataset(blend_path: str | Path, out_dir: str | Path, config: RenderCo
 
 
 def render_dataset_from_open_scene(out_dir: str | Path, config: RenderConfig | None = None, scene=None,
-                                   progress: ProgressFn | None = None) -> DatasetResult:
+                                   progress: ProgressFn | None = None, source: str | None = None,
+                                   source_sha256: str | None = None) -> DatasetResult:
     """Render the Blender-HS folder for the scene open in this session (the add-on's entry point).
 
-    The scene is left unchanged. ``source_sha256`` is the saved file's hash when the file has no unsaved
-    changes, else None.
+    The scene is left unchanged. Recorded in meta.json: ``source`` (default: the saved file's path or
+    ``"<unsaved>"``) and ``source_sha256`` (default: the saved file's hash when it has no unsaved changes,
+    else None); a resume must match the hash.
     """
     config = config or RenderConfig()
     scene = scene or bpy.context.scene
     path = bpy.data.filepath
-    sha = sha256_file(path) if path and not bpy.data.is_dirty and os.path.isfile(path) else None
-    return _render_into(scene, Path(out_dir).expanduser().resolve(), config, path or "<unsaved>", sha, progress)
+    if source_sha256 is None:
+        source_sha256 = sha256_file(path) if path and not bpy.data.is_dirty and os.path.isfile(path) else None
+    return _render_into(scene, Path(out_dir).expanduser().resolve(), config, source or path or "<unsaved>",
+                        source_sha256, progress)

@@ -6,21 +6,29 @@ instances and textured materials (procedural textures so images carry texture), 
 
 Scenes (``EXAMPLES``):
 
-- ``table_set`` (the bundled demo and test fixture): Table (top with parented legs), Tableware →
-  {Plates, FruitBowl → Fruit}, two instances of a Chair collection (excluded source collection).
+- ``table_set`` (the bundled demo and test fixture, 21 rendered objects): Table (top with parented legs
+  that are linked duplicates of one mesh), Tableware → {Plates, FruitBowl → {Bowl, a curve rim,
+  Fruit}}, two instances of a Chair collection (excluded source collection), plus a render-hidden
+  helper object and a render-hidden collection that must never show up in the ground truth.
 - ``bookshelf``: Shelf frame, Books → {Top shelf, Bottom shelf}, Decor → Vase set.
 - ``vehicle``: Body → {Chassis, Cabin}, Wheels (tyres with parented hubs), Lights, a text plate.
+
+:func:`render_example` builds an example in memory and renders it straight to a Blender-HS folder
+(the backend demo's entry point); it resumes like :func:`dataset_tools.dataset.render_dataset`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import bpy  # noqa: I001  (bpy first: it makes bmesh importable)
 import bmesh
 
+from .config import DEFAULT_ROTATIONS, ENGINES, RenderConfig
 from .errors import DatasetError
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -76,6 +84,34 @@ def _mesh_object(name: str, coll: bpy.types.Collection, build: Callable[[bmesh.t
     obj.location, obj.scale, obj.rotation_euler = location, scale, rotation
     if parent is not None:
         obj.parent = parent
+    return obj
+
+
+def _linked_duplicate(src: bpy.types.Object, name: str, coll: bpy.types.Collection, location) -> bpy.types.Object:
+    """A new object sharing ``src``'s mesh data (Blender's Alt+D), placed at ``location``."""
+    obj = bpy.data.objects.new(name, src.data)
+    coll.objects.link(obj)
+    obj.location, obj.scale, obj.rotation_euler = location, src.scale, src.rotation_euler
+    return obj
+
+
+def _curve_ring(name: str, coll: bpy.types.Collection, material: bpy.types.Material, location, radius: float,
+                thickness: float, points: int = 32) -> bpy.types.Object:
+    """A closed poly curve of ``radius`` in the XY plane, bevelled to a tube of ``thickness`` (a curve object)."""
+    curve = bpy.data.curves.new(name, "CURVE")
+    curve.dimensions = "3D"
+    curve.bevel_depth = thickness
+    curve.bevel_resolution = 3
+    spline = curve.splines.new("POLY")
+    spline.points.add(points - 1)
+    for k, p in enumerate(spline.points):
+        a = 2 * math.pi * k / points
+        p.co = (radius * math.cos(a), radius * math.sin(a), 0.0, 1.0)
+    spline.use_cyclic_u = True
+    curve.materials.append(material)
+    obj = bpy.data.objects.new(name, curve)
+    obj.location = location
+    coll.objects.link(obj)
     return obj
 
 
@@ -166,10 +202,20 @@ def table_set(scene: bpy.types.Scene) -> None:
 
     table = _collection("Table", root)
     top = _mesh_object("TableTop", table, _cube, wood, (0, 0, 0.75), (1.6, 1.0, 0.08))
+    leg0 = None
     for k, (x, y) in enumerate([(0.7, 0.4), (-0.7, 0.4), (0.7, -0.4), (-0.7, -0.4)]):
-        leg = _mesh_object(f"TableLeg{k}", table, _cylinder(12), wood, (x, y, 0.35), (0.08, 0.08, 0.7))
+        if leg0 is None:
+            leg = leg0 = _mesh_object(f"TableLeg{k}", table, _cylinder(12), wood, (x, y, 0.35), (0.08, 0.08, 0.7))
+        else:  # linked duplicates (Alt+D): one mesh shared by four objects, each its own segment
+            leg = _linked_duplicate(leg0, f"TableLeg{k}", table, (x, y, 0.35))
         leg.parent = top
         leg.matrix_parent_inverse = top.matrix_basis.inverted()
+    # a render-hidden helper that would float above the table and a hidden-from-render collection:
+    # neither may appear in the ids, the hierarchy or the scene bounds
+    _mesh_object("HelperBox", table, _cube, wood, (0.0, 0.0, 2.5), (0.3, 0.3, 0.3)).hide_render = True
+    helpers = _collection("Helpers", root)
+    helpers.hide_render = True
+    _mesh_object("GuideSphere", helpers, _sphere, wood, (0.0, 0.0, 3.0), (0.4, 0.4, 0.4))
 
     ware = _collection("Tableware", root)
     plates = _collection("Plates", ware)
@@ -178,6 +224,8 @@ def table_set(scene: bpy.types.Scene) -> None:
         _mesh_object(f"Cup{k}", plates, _cone(0.5, 0.38), cup_mat, (x + 0.05, y - 0.28, 0.86), (0.14, 0.14, 0.14))
     bowl = _collection("FruitBowl", ware)
     _mesh_object("Bowl", bowl, _cone(0.5, 0.3), bowl_mat, (0.0, 0.15, 0.84), (0.42, 0.42, 0.1))
+    # a curve object (bevelled ring on the bowl's rim): non-mesh geometry is a segment like any other
+    _curve_ring("BowlRim", bowl, bowl_mat, (0.0, 0.15, 0.89), radius=0.215, thickness=0.018)
     fruit = _collection("Fruit", bowl)
     _mesh_object("Apple0", fruit, _sphere, apple, (-0.07, 0.12, 0.95), (0.14, 0.14, 0.14), smooth=True)
     _mesh_object("Apple1", fruit, _sphere, apple, (0.09, 0.2, 0.95), (0.13, 0.13, 0.13), smooth=True)
@@ -186,8 +234,12 @@ def table_set(scene: bpy.types.Scene) -> None:
     chair_src = _collection("ChairSource", root)
     seat = _mesh_object("Seat", chair_src, _cube, fabric, (0, 0, 0.45), (0.45, 0.45, 0.06))
     _mesh_object("Back", chair_src, _cube, wood, (0, -0.2, 0.8), (0.45, 0.05, 0.6), parent=None)
+    chair_leg = None
     for k, (x, y) in enumerate([(0.18, 0.18), (-0.18, 0.18), (0.18, -0.18), (-0.18, -0.18)]):
-        _mesh_object(f"ChairLeg{k}", chair_src, _cylinder(8), wood, (x, y, 0.21), (0.05, 0.05, 0.42))
+        if chair_leg is None:
+            chair_leg = _mesh_object(f"ChairLeg{k}", chair_src, _cylinder(8), wood, (x, y, 0.21), (0.05, 0.05, 0.42))
+        else:
+            _linked_duplicate(chair_leg, f"ChairLeg{k}", chair_src, (x, y, 0.21))
     del seat
     _exclude(scene, chair_src)
     chairs = _collection("Chairs", root)
@@ -299,3 +351,45 @@ def write_example(name: str, path: str | Path) -> Path:
     except (OSError, RuntimeError) as exc:
         raise DatasetError(f"cannot write {path}: {str(exc).strip().splitlines()[-1]}") from None
     return path
+
+
+def example_fingerprint(name: str) -> str:
+    """SHA-256 standing in for a .blend hash: the example's name and this generator's source.
+
+    Saved .blend files differ byte-wise from save to save, so a folder rendered from an in-memory example
+    is identified by the code that built it; editing the generator makes an old folder refuse to resume.
+    """
+    h = hashlib.sha256(name.encode("utf-8") + b"\0")
+    h.update(Path(__file__).read_bytes())
+    return h.hexdigest()
+
+
+def engine_key(engine: str) -> str:
+    """Config engine name (``cycles`` / ``workbench``) for a CLI or Blender identifier, any case."""
+    e = str(engine).strip().lower()
+    e = {"blender_workbench": "workbench"}.get(e, e)
+    if e not in ENGINES:
+        raise DatasetError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)} (any case)")
+    return e
+
+
+def render_example(name: str, out_dir: str | Path, n_train: int = 100, n_val: int = 10, res: int = 200,
+                   samples: int = 64, engine: str = "CYCLES", progress=None, *, n_test: int = 0, seed: int = 0,
+                   rotations: tuple[float, ...] = DEFAULT_ROTATIONS) -> Path:
+    """Build example ``name`` in this Blender session and render it to the Blender-HS folder ``out_dir``.
+
+    Replaces the open Blender file (like :func:`build_example`). ``engine`` is ``"CYCLES"`` or
+    ``"WORKBENCH"`` (any case, Blender identifiers accepted); ``progress(done, total, message)`` is called
+    after every view. Resumable: a rerun with the same arguments skips finished views and yields the same
+    files; other settings are refused with :class:`DatasetError`. Returns ``out_dir`` (resolved).
+    """
+    config = RenderConfig(n_train=n_train, n_val=n_val, n_test=n_test, width=res, height=res, samples=samples,
+                          engine=engine_key(engine), seed=seed, rotations=tuple(float(r) for r in rotations))
+    config = replace(config, extra={"example": name})
+    config.validate()
+    scene = build_example(name)
+    from .dataset import render_dataset_from_open_scene
+
+    result = render_dataset_from_open_scene(out_dir, config, scene=scene, progress=progress,
+                                            source=f"example:{name}", source_sha256=example_fingerprint(name))
+    return result.out_dir

@@ -156,13 +156,23 @@ def build_hierarchy(scene, view_layer) -> tuple[Hierarchy, dict[int, object]]:
     for lc in lcs:
         for obj in lc.collection.objects:
             in_scene.add(obj.name)
-    objects = {name: scene.objects[name] for name in in_scene if name in scene.objects}
+    # one pass over the scene: bpy's ``scene.objects[name]`` and ``Object.children`` each scan every object,
+    # which makes per-object lookups quadratic (minutes for 30k objects)
+    objects = {o.name: o for o in scene.objects if o.name in in_scene}
+    n_rendering = sum(1 for o in objects.values() if object_renders(o))
+    if n_rendering + 1 > MAX_NODES:
+        raise DatasetError(f"the scene has {n_rendering} renderable objects; Blender's object index holds at most "
+                           f"{MAX_NODES} hierarchy nodes (join or hide some objects)")
+    children_of: dict[str, list] = {}
+    for o in objects.values():
+        if o.parent is not None and o.parent.name in objects:
+            children_of.setdefault(o.parent.name, []).append(o)
 
     memo: dict[str, bool] = {}
 
     def keep(obj) -> bool:
         if obj.name not in memo:
-            memo[obj.name] = object_renders(obj) or any(keep(c) for c in obj.children if c.name in objects)
+            memo[obj.name] = object_renders(obj) or any(keep(c) for c in children_of.get(obj.name, ()))
         return memo[obj.name]
 
     def tree_parent_is_object(obj) -> bool:
@@ -174,8 +184,8 @@ def build_hierarchy(scene, view_layer) -> tuple[Hierarchy, dict[int, object]]:
     def object_tree(obj) -> dict:
         placed.add(obj.name)
         by_name[obj.name] = obj
-        kids = [object_tree(c) for c in sorted(obj.children, key=lambda o: o.name)
-                if c.name in objects and c.name not in placed and keep(c)]
+        kids = [object_tree(c) for c in sorted(children_of.get(obj.name, ()), key=lambda o: o.name)
+                if c.name not in placed and keep(c)]
         return {"name": obj.name, "kind": "object", "type": obj.type, "rendered": object_renders(obj),
                 "children": kids}
 

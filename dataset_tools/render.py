@@ -183,7 +183,65 @@ def _settings_to_save(scene, view_layer) -> list[tuple[object, str]]:
     return pairs
 
 
-def _configure(scene, view_layer, config: RenderConfig, camera_obj) -> None:
+#: Cycles GPU back-ends, in order of preference.
+GPU_BACKENDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
+
+
+def _cycles_preferences():
+    try:
+        return bpy.context.preferences.addons["cycles"].preferences
+    except (KeyError, AttributeError):
+        return None
+
+
+def _device_state(prefs) -> tuple:
+    """What :func:`select_cycles_device` may change, to restore it afterwards."""
+    if prefs is None:
+        return ()
+    return (prefs.compute_device_type, [(d, d.use) for d in prefs.devices])
+
+
+def _restore_device_state(prefs, state: tuple) -> None:
+    if not state:
+        return
+    try:
+        prefs.compute_device_type = state[0]
+        for d, use in state[1]:
+            d.use = use
+    except (AttributeError, TypeError, ReferenceError):
+        pass
+
+
+def select_cycles_device(preference: str = "auto") -> str:
+    """Pick the Cycles device: ``"CPU"`` or the GPU back-end enabled (``"OPTIX"``, ``"CUDA"``, ...).
+
+    ``preference``: ``auto`` (first GPU back-end with a device, else CPU), ``cpu``, or ``gpu`` (raises
+    :class:`DatasetError` when Blender finds no GPU). Enables that back-end's GPUs in Cycles' preferences
+    (callers restore them; :func:`prepared_scene` does).
+    """
+    if preference == "cpu":
+        return "CPU"
+    prefs = _cycles_preferences()
+    if prefs is not None:
+        for backend in GPU_BACKENDS:
+            try:
+                prefs.compute_device_type = backend
+            except TypeError:  # back-end not built into this Blender
+                continue
+            with quiet_output(bpy.app.background):
+                prefs.refresh_devices()
+            gpus = [d for d in prefs.devices if d.type == backend]
+            if gpus:
+                for d in prefs.devices:
+                    d.use = d.type == backend
+                return backend
+        prefs.compute_device_type = "NONE"
+    if preference == "gpu":
+        raise DatasetError("no GPU found by Cycles (OptiX, CUDA, HIP, oneAPI, Metal); use --device cpu or auto")
+    return "CPU"
+
+
+def _configure(scene, view_layer, config: RenderConfig, camera_obj, device: str = "CPU") -> None:
     r = scene.render
     r.engine = ENGINES[config.engine]
     r.resolution_x, r.resolution_y, r.resolution_percentage = config.width, config.height, 100
@@ -215,7 +273,7 @@ def _configure(scene, view_layer, config: RenderConfig, camera_obj) -> None:
     scene.camera = camera_obj
     if config.engine == "cycles":
         cy = scene.cycles
-        cy.device = "CPU"
+        cy.device = "CPU" if device == "CPU" else "GPU"
         cy.samples = config.samples
         cy.seed = config.seed
         cy.use_animated_seed = False
@@ -347,6 +405,8 @@ class PreparedScene:
     objects_by_id: dict[int, object]
     bounds: np.ndarray
     renderer: Renderer
+    device: str = "CPU"
+    """Device rendering the views: ``CPU``, a Cycles GPU back-end (``OPTIX``, ``CUDA``...) or ``WORKBENCH``."""
 
     @property
     def centre(self) -> np.ndarray:
@@ -381,7 +441,8 @@ def prepared_scene(scene, config: RenderConfig, view_layer=None) -> Iterator[Pre
     with ExitStack() as stack:
         stack.enter_context(hier.realised_instances(scene, view_layer))
         hierarchy, objects_by_id = hier.build_hierarchy(scene, view_layer)
-        others = {o: o.pass_index for o in scene.objects if o not in objects_by_id.values()}
+        ours = {o.as_pointer() for o in objects_by_id.values()}
+        others = {o: o.pass_index for o in scene.objects if o.as_pointer() not in ours}
 
         def restore_others():
             for o, v in others.items():
@@ -406,11 +467,17 @@ def prepared_scene(scene, config: RenderConfig, view_layer=None) -> Iterator[Pre
             bpy.data.cameras.remove(cam_data)
 
         stack.callback(remove_camera)
-        _configure(scene, view_layer, config, cam_obj)
+        device = "WORKBENCH"
+        if config.engine == "cycles":
+            prefs = _cycles_preferences()
+            stack.callback(_restore_device_state, prefs, _device_state(prefs))
+            device = select_cycles_device(config.device)
+        _configure(scene, view_layer, config, cam_obj, device)
         workdir = tempfile.mkdtemp(prefix="dataset_tools_")
         stack.callback(shutil.rmtree, workdir, True)
         renderer = Renderer(scene, view_layer, config, cam_obj, hierarchy.leaf_ids, objects_by_id, workdir)
-        yield PreparedScene(hierarchy=hierarchy, objects_by_id=objects_by_id, bounds=bounds, renderer=renderer)
+        yield PreparedScene(hierarchy=hierarchy, objects_by_id=objects_by_id, bounds=bounds, renderer=renderer,
+                            device=device)
 
 
 def scene_camera_poses(scene) -> np.ndarray:

@@ -1,0 +1,283 @@
+"""The ``backend`` command: train, segment, eval, demo (method) and serve, submit, keys (job service).
+
+Bad input (missing folders, inconsistent files, a run of another scene, unknown presets) prints one
+``error: ...`` line on stderr and exits with status 2; an interrupted training (Ctrl-C) keeps its
+checkpoint and exits with 130, and the same command resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Progress display
+# ----------------------------------------------------------------------------------------------------------------
+class ProgressBars:
+    """One tqdm bar per stage on stderr, fed with ``ProgressEvent``s (losses shown as a postfix)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.stage = None
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if event.stage != self.stage:
+            self.close()
+            self.stage = event.stage
+            self.bar = tqdm(total=event.total or None, desc=event.stage, unit="step", file=sys.stderr,
+                            dynamic_ncols=True, leave=True)
+        if self.bar.total != (event.total or None):
+            self.bar.total = event.total or None
+        self.bar.n = event.step
+        if event.losses:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in event.losses.items()}, refresh=False)
+        elif event.message:
+            self.bar.set_postfix_str(event.message, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments
+# ----------------------------------------------------------------------------------------------------------------
+def _thresholds(text: str) -> list[float]:
+    try:
+        values = [float(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 0.05,0.1,0.2, got {text!r}") from None
+    if not values or any(not (0 < v <= 2) for v in values):
+        raise argparse.ArgumentTypeError("thresholds are feature distances (1 - cosine) in (0, 2]")
+    return sorted(values)
+
+
+def _add_training_arguments(p: argparse.ArgumentParser) -> None:
+    from backend.masks.base import PROVIDERS
+
+    p.add_argument("--preset", default="cpu", help="trainer preset: paper, default, fast, cpu (default %(default)s)")
+    p.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
+    p.add_argument("--masks", default="classical", choices=sorted(PROVIDERS),
+                   help="2D mask source (default classical; sam needs --sam-checkpoint)")
+    p.add_argument("--sam-checkpoint", type=Path, default=None, help="segment-anything checkpoint (vit_h/l/b .pth)")
+    p.add_argument("--geometry", default="auto", choices=["auto", "depth", "nerf"],
+                   help="depth: given depth is the geometry; nerf: learn density (default auto)")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-views", type=int, default=None, help="use only the first N training views")
+    p.add_argument("--no-ultrametric", action="store_true", help="ablation: Euclidean contrastive loss only")
+    p.add_argument("--no-hierarchical-sampling", action="store_true", help="ablation: all masks on one level")
+    p.add_argument("--no-depth-continuity", action="store_true", help="ablation: no depth continuity loss")
+
+
+def _device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _pipeline_config(args: argparse.Namespace):
+    from backend.masks.base import MaskConfig
+    from backend.masks.sam import SamConfig
+    from backend.pipeline import Ablation, PipelineConfig
+
+    masks = MaskConfig(source=args.masks)
+    if args.sam_checkpoint is not None:
+        masks.sam = SamConfig(checkpoint=str(args.sam_checkpoint))
+    return PipelineConfig(preset=args.preset, iterations=args.iterations, geometry=args.geometry,
+                          device=_device(args.device), seed=args.seed, masks=masks,
+                          ablation=Ablation(ultrametric=not args.no_ultrametric,
+                                            hierarchical_sampling=not args.no_hierarchical_sampling,
+                                            depth_continuity=not args.no_depth_continuity))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from backend.service_cli import add_keys_parser, add_serve_parser, add_submit_parser
+
+    parser = argparse.ArgumentParser(prog="backend", description="Ultrametric feature fields: view-consistent "
+                                     "hierarchical 3D segmentation from inconsistent 2D masks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="make masks and train the ultrametric feature field (resumable)")
+    t.add_argument("data", type=Path, help="Blender-HS / NeRF-synthetic folder")
+    t.add_argument("run", type=Path, help="run folder (checkpoints; an interrupted run resumes)")
+    _add_training_arguments(t)
+    t.add_argument("--restart", action="store_true", help="ignore an existing checkpoint and start over")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("segment", help="3D-segment a trained run: PLY, hierarchy.json, label maps, PCA images")
+    s.add_argument("run", type=Path, help="run folder made by `backend train`")
+    s.add_argument("--thresholds", type=_thresholds, default=None,
+                   help="cut thresholds written to the outputs (default 0.05,0.1,0.2,0.3,0.4)")
+    s.add_argument("--out", type=Path, default=None, help="output folder (default RUN/segmentation)")
+    s.add_argument("--data", type=Path, default=None, help="dataset folder if it moved since training")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("eval", help="NC / SI / VC / depth error on the val split, as a Markdown table")
+    e.add_argument("data", type=Path, help="Blender-HS folder with ground truth (gt_seg, hierarchy.json)")
+    e.add_argument("run", type=Path, help="run folder made by `backend train` on DATA")
+    e.add_argument("--out", type=Path, default=None, help="where eval.md / eval.json go (default RUN)")
+    e.add_argument("--ablations", action="store_true",
+                   help="also train and score --no-ultrametric, --no-hierarchical-sampling, --no-depth-continuity")
+    e.add_argument("--max-views", type=int, default=None, help="evaluate only the first N val views")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("demo", help="render the bundled example, train on CPU, segment, evaluate (< 10 min)")
+    d.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default ./demo_output)")
+    d.add_argument("--example", default="table_set", help="example scene (table_set, bookshelf, vehicle)")
+    d.add_argument("--views", type=int, default=24, help="training views (default %(default)s)")
+    d.add_argument("--res", type=int, default=96, help="image size (default %(default)s)")
+    d.add_argument("--masks", default="classical", help="mask source (classical, noisy-gt)")
+    d.add_argument("--iterations", type=int, default=None, help="override the cpu preset's iterations")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    add_serve_parser(sub)
+    add_submit_parser(sub)
+    add_keys_parser(sub)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from backend.pipeline import train_run
+
+    bars = ProgressBars(not args.quiet)
+    try:
+        trainer, _, _ = train_run(args.data, args.run, _pipeline_config(args), progress=bars,
+                                  resume=not args.restart, max_views=args.max_views)
+    finally:
+        bars.close()
+    print(f"trained: {args.run} (checkpoint.pt); next: backend segment {args.run}")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from backend.pipeline import segment_run
+
+    bars = ProgressBars(not args.quiet)
+    try:
+        out = segment_run(args.run, args.thresholds, args.out, data=args.data, progress=bars)
+    finally:
+        bars.close()
+    print(f"segmentation written to {out} (points.ply, hierarchy.json, result.npz, views/)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from backend.evaluation import EvalConfig
+    from backend.pipeline import evaluate_run
+
+    bars = ProgressBars(not args.quiet)
+    try:
+        md = evaluate_run(args.data, args.run, args.out, ablations=args.ablations,
+                          eval_cfg=EvalConfig(max_views=args.max_views), progress=bars)
+    finally:
+        bars.close()
+    print(md.read_text())
+    print(f"written: {md}")
+    return 0
+
+
+def _render_example(name: str, out: Path, views: int, res: int, quiet: bool) -> Path:
+    """Render the example scene with the dataset tools in a child process (bpy stays out of this one)."""
+    blend = out / f"{name}.blend"
+    data = out / "data"
+    if not blend.is_file():
+        subprocess.run([sys.executable, "-m", "dataset_tools", "example", name, str(blend)], check=True,
+                       stdout=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "dataset_tools", "render", str(blend), str(data), "--train", str(views),
+           "--val", "4", "--res", str(res), "--samples", "16", "--rotations", "10,45"]
+    if quiet:
+        cmd.append("--quiet")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return data
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from backend.evaluation import EvalConfig
+    from backend.masks.base import MaskConfig
+    from backend.pipeline import PipelineConfig, evaluate_run, segment_run, train_run
+
+    start = time.monotonic()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[1/4] rendering the '{args.example}' example ({args.views} views, {args.res}px) -> {out / 'data'}",
+          flush=True)
+    try:
+        data = _render_example(args.example, out, args.views, args.res, args.quiet)
+    except subprocess.CalledProcessError as e:
+        print(f"error: rendering the example failed (exit {e.returncode}); run "
+              f"`python -m dataset_tools render` by hand to see why", file=sys.stderr)
+        return EXIT_ERROR
+    cfg = PipelineConfig(preset="cpu", iterations=args.iterations, device=_device(args.device),
+                         masks=MaskConfig(source=args.masks))
+    run = out / "run"
+    bars = ProgressBars(not args.quiet)
+    try:
+        print(f"[2/4] masks ({args.masks}) and training (preset cpu) -> {run}", flush=True)
+        train_run(data, run, cfg, progress=bars)
+        bars.close()
+        print(f"[3/4] 3D segmentation -> {run / 'segmentation'}", flush=True)
+        seg = segment_run(run, progress=bars)
+        bars.close()
+        print("[4/4] evaluation (NC / SI / VC)", flush=True)
+        md = evaluate_run(data, run, out, eval_cfg=EvalConfig(rotations=(10.0, 45.0)), progress=bars)
+    finally:
+        bars.close()
+    print(md.read_text())
+    print(f"demo finished in {time.monotonic() - start:.0f} s. Everything is in {out.resolve()}:\n"
+          f"  {seg / 'points.ply'} (open in Blender or MeshLab; label_<k> per threshold)\n"
+          f"  {seg / 'hierarchy.json'}, {seg / 'views'} (label maps, PCA of features)\n  {md}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from backend.data import DataError
+    from backend.masks.errors import MaskSourceError
+    from backend.pipeline import RunError
+    from backend.scene import SceneError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    known = (DataError, RunError, SceneError, MaskSourceError, FileNotFoundError, NotADirectoryError,
+             PermissionError)
+    try:
+        from backend.train import TrainError  # noqa: F401 - optional, named trainer errors
+        known = known + (TrainError,)
+    except ImportError:
+        pass
+    try:
+        return int(args.func(args) or 0)
+    except known as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted; what was computed is kept (run the same command to resume)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Separate segments: one point-cloud object per segment of the current granularity."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import IntProperty
+
+from .. import importer, runtime
+from ..properties import state_of
+
+
+def result_object(context):
+    """The active object when it is a segmentation result, else the scene's result object."""
+    obj = context.active_object
+    if obj is not None and importer.RESULT_PATH_PROP in obj:
+        return obj
+    return state_of(context.scene).result_object if context.scene is not None else None
+
+
+class USEG_OT_separate_segments(bpy.types.Operator):
+    """Make one object per segment (the largest ones; the rest go together into one object)"""
+
+    bl_idname = "useg.separate_segments"
+    bl_label = "Separate Segments"
+    bl_options = {"REGISTER", "UNDO"}
+
+    max_objects: IntProperty(name="Most Objects", default=64, min=1, max=4096,
+                             description="Objects for the largest segments; the remaining points form one more")
+
+    @classmethod
+    def poll(cls, context):
+        if result_object(context) is None:
+            cls.poll_message_set("No segmentation result (run Segment Scene or Import Result)")
+            return False
+        return True
+
+    def execute(self, context):
+        obj = result_object(context)
+        loaded = runtime.loaded_result(obj)
+        if loaded is None:
+            self.report({"ERROR"}, f"The result behind {obj.name!r} is no longer available; import it again")
+            return {"CANCELLED"}
+        props = state_of(context.scene)
+        c = importer.result_cut(loaded.result, loaded.threshold(props.granularity))
+        made = importer.separate_segments(context.scene, obj, c, self.max_objects, props.coloured_segments)
+        self.report({"INFO"}, f"Made {len(made)} objects from {c.n_segments} segments")
+        return {"FINISHED"}

@@ -1,0 +1,63 @@
+"""The add-on's per-scene state: one PropertyGroup reached as ``scene.ultrametric_seg``.
+
+The job fields are written by :mod:`blender_addon.runtime` (from :class:`jobstate.JobState`); the
+panel only displays them. ``granularity`` and ``coloured_segments`` recolour the result object at
+once from its tree when changed (no new request).
+"""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+#: Path properties accept "//" (blend-relative) paths; Blender 4.5+ wants this said explicitly.
+PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+
+#: Name of the pointer on ``bpy.types.Scene``.
+ATTR = "ultrametric_seg"
+
+
+def _recolour(self, context):
+    from . import runtime
+
+    runtime.recolour_from_properties(context.scene)
+
+
+class USEG_PG_state(bpy.types.PropertyGroup):
+    phase: StringProperty(name="Phase", default="idle", description="Job phase (idle, rendering, ..., done)")
+    status: StringProperty(name="Status", default="", description="One-line job status (also in the status bar)")
+    message: StringProperty(name="Message", default="", description="Latest message of the job")
+    stage: StringProperty(name="Stage", default="", description="The server's current stage")
+    eta: StringProperty(name="ETA", default="", description="Estimated time left")
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=100.0, subtype="PERCENTAGE",
+                            description="Overall job progress")
+    job_id: StringProperty(name="Job", default="", description="Id of the current or last job")
+    error: StringProperty(name="Error", default="", description="Why the last job failed")
+    active: BoolProperty(name="Active", default=False, description="A job is under way")
+
+    result_object: PointerProperty(name="Result", type=bpy.types.Object,
+                                   description="The point cloud the granularity slider recolours")
+    granularity: FloatProperty(
+        name="Granularity", default=0.5, min=0.0, max=1.0, subtype="FACTOR", update=_recolour,
+        description="Coarse (1: one segment) to fine (0: every point apart); logarithmic in the segment count")
+    coloured_segments: IntProperty(
+        name="Coloured Segments", default=64, min=1, max=4096, update=_recolour,
+        description="The largest segments get distinct colours; the others are grey")
+    threshold: FloatProperty(name="Threshold", default=0.0, description="Tree cut threshold of the granularity")
+    segments: IntProperty(name="Segments", default=0, description="Segments at the current granularity")
+
+    dataset_dir: StringProperty(name="Dataset Folder", subtype="DIR_PATH", default="//blender_hs", options=PATH_OPTIONS,
+                                description="Folder the Blender-HS dataset of this scene is written to")
+
+
+def attach() -> None:
+    setattr(bpy.types.Scene, ATTR, PointerProperty(type=USEG_PG_state))
+
+
+def detach() -> None:
+    if hasattr(bpy.types.Scene, ATTR):
+        delattr(bpy.types.Scene, ATTR)
+
+
+def state_of(scene) -> USEG_PG_state:
+    return getattr(scene, ATTR)

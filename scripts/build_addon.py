@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""Build the installable Blender extension zip: ``python3 scripts/build_addon.py dist/``.
+
+1. Copies ``blender_addon/`` into a staging folder, resolving its symlinks (``protocol.py`` and
+   ``dataset_tools``) into real files and leaving out caches.
+2. Bundles pyzmq as wheels: for each Blender platform it asks pip for the binary wheel of the
+   *installed* pyzmq version (``pip download pyzmq==<v> --only-binary=:all: --no-deps --platform ...``),
+   which the configured (local) index or pip cache answers; nothing is fetched by this script itself.
+   Platforms without a wheel are left out; with none at all the zip is built without wheels (the
+   add-on then reports that pyzmq is missing) and the script says so.
+3. Writes the manifest's ``platforms`` and ``wheels`` from the wheels found, and zips everything with
+   ``blender_manifest.toml`` at the root: ``<out>/<id>-<version>.zip``.
+
+Install the zip with Blender's extension installer (Edit > Preferences > Get Extensions > Install from
+Disk), or headless: ``bpy.ops.extensions.package_install_files(filepath=ZIP, repo="user_default",
+enable_on_install=True)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCE = REPO / "blender_addon"
+MANIFEST = "blender_manifest.toml"
+
+#: Blender platform -> pip ``--platform`` tag asked for (pip also accepts older compatible tags).
+PLATFORM_TAGS: dict[str, str] = {
+    "linux-x64": "manylinux_2_28_x86_64",
+    "windows-x64": "win_amd64",
+    "macos-arm64": "macosx_11_0_arm64",
+    "macos-x64": "macosx_10_15_x86_64",
+}
+#: Python Blender 4.2 to 5.0 embed.
+BLENDER_PYTHON = "3.11"
+EXCLUDE_DIRS = {"__pycache__", ".pytest_cache", "wheels", ".git"}
+EXCLUDE_SUFFIXES = (".pyc", ".pyo", ".orig", ".rej")
+
+
+class BuildError(RuntimeError):
+    """The extension cannot be built (message says why)."""
+
+
+def wheel_platforms(filename: str) -> set[str]:
+    """Blender platforms a wheel file name serves (``universal2`` serves both macOS ones; pure
+    ``any`` wheels serve all)."""
+    tags = Path(filename).stem.split("-")[-1].split(".")
+    out: set[str] = set()
+    for tag in tags:
+        if tag == "any":
+            return set(PLATFORM_TAGS)
+        if tag.startswith(("manylinux", "musllinux", "linux")):
+            out.add("linux-x64" if tag.endswith("x86_64") else "linux-arm64" if tag.endswith("aarch64") else "")
+        elif tag.startswith("macosx"):
+            if tag.endswith(("universal2", "universal")):
+                out |= {"macos-x64", "macos-arm64"}
+            elif tag.endswith("arm64"):
+                out.add("macos-arm64")
+            elif tag.endswith("x86_64"):
+                out.add("macos-x64")
+        elif tag == "win_amd64":
+            out.add("windows-x64")
+        elif tag == "win_arm64":
+            out.add("windows-arm64")
+    out.discard("")
+    return out
+
+
+def copy_package(dst: Path) -> None:
+    """Copy ``blender_addon/`` to ``dst`` with symlinks resolved into real files."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {n for n in names if n in EXCLUDE_DIRS or n.endswith(EXCLUDE_SUFFIXES)}
+
+    shutil.copytree(SOURCE, dst, symlinks=False, ignore=ignore)
+    for p in dst.rglob("*"):
+        if p.is_symlink():
+            raise BuildError(f"a symlink survived the copy: {p}")
+
+
+def download_wheels(dest: Path, version: str, platforms: list[str], log=print) -> list[Path]:
+    """pyzmq ``version`` wheels for ``platforms`` from pip's configured index/cache into ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for platform in platforms:
+        cmd = [sys.executable, "-m", "pip", "download", f"pyzmq=={version}", "--only-binary=:all:", "--no-deps",
+               "--platform", PLATFORM_TAGS[platform], "--python-version", BLENDER_PYTHON, "--implementation", "cp",
+               "--disable-pip-version-check", "-q", "-d", str(dest)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            log(f"  no pyzmq {version} wheel for {platform}: {last}")
+    return sorted(dest.glob("pyzmq-*.whl"))
+
+
+def write_manifest(path: Path, wheels: list[str], platforms: list[str]) -> str:
+    """Set the manifest's ``wheels`` and ``platforms`` lines (removed when there are no wheels)."""
+    text = path.read_text()
+    text = re.sub(r"(?m)^(platforms|wheels)\s*=.*\n", "", text)
+    text = re.sub(r"(?m)^# Rewritten by .*\n", "", text)
+    if wheels:
+        lines = "platforms = [{}]\nwheels = [\n{}]\n".format(
+            ", ".join(f'"{p}"' for p in platforms), "".join(f'    "./wheels/{w}",\n' for w in wheels))
+        text = re.sub(r"(?m)^(\[permissions\])", lines + "\n" + r"\1", text, count=1)
+    path.write_text(text)
+    return text
+
+
+def manifest_field(text: str, key: str) -> str:
+    m = re.search(rf'(?m)^{key}\s*=\s*"([^"]*)"', text)
+    if not m:
+        raise BuildError(f"{MANIFEST} lacks {key}")
+    return m.group(1)
+
+
+def zip_folder(folder: Path, zip_path: Path) -> None:
+    """Zip ``folder``'s contents (sorted, fixed timestamps) with the manifest at the root."""
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zip_path.with_suffix(".zip.part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                info = zipfile.ZipInfo(p.relative_to(folder).as_posix(), date_time=(2024, 1, 1, 0, 0, 0))
+                info.external_attr = 0o644 << 16
+                info.compress_type = zipfile.ZIP_STORED if p.suffix == ".whl" else zipfile.ZIP_DEFLATED
+                z.writestr(info, p.read_bytes())
+    os.replace(tmp, zip_path)
+
+
+def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool = True,
+          wheels_dir: Path | None = None, log=print) -> Path:
+    """Build the extension zip into ``out_dir``; returns its path."""
+    platforms = list(PLATFORM_TAGS) if platforms is None else platforms
+    if unknown := [p for p in platforms if p not in PLATFORM_TAGS]:
+        raise BuildError(f"unknown platforms {unknown}; choose from {list(PLATFORM_TAGS)}")
+    if not (SOURCE / MANIFEST).is_file():
+        raise BuildError(f"no {MANIFEST} in {SOURCE}")
+    with tempfile.TemporaryDirectory(prefix="useg_build_") as tmp:
+        stage = Path(tmp) / "pkg"
+        copy_package(stage)
+        wheels: list[Path] = []
+        if with_wheels:
+            if wheels_dir is not None:
+                wheels = sorted(Path(wheels_dir).glob("pyzmq-*.whl"))
+            else:
+                try:
+                    version = importlib.metadata.version("pyzmq")
+                except importlib.metadata.PackageNotFoundError:
+                    raise BuildError("pyzmq is not installed here; install it or pass --no-wheels") from None
+                log(f"bundling pyzmq {version} wheels for {', '.join(platforms)}")
+                wheels = download_wheels(Path(tmp) / "wheels", version, platforms, log)
+        if wheels:
+            (stage / "wheels").mkdir()
+            for w in wheels:
+                shutil.copy2(w, stage / "wheels" / w.name)
+        elif with_wheels:
+            log("WARNING: no pyzmq wheel available; the zip is built WITHOUT wheels "
+                "(the add-on will report that pyzmq is missing unless Blender's Python has it)")
+        served = sorted(set().union(*(wheel_platforms(w.name) for w in wheels)) & set(PLATFORM_TAGS)) if wheels else []
+        text = write_manifest(stage / MANIFEST, [w.name for w in wheels], served)
+        zip_path = Path(out_dir) / f"{manifest_field(text, 'id')}-{manifest_field(text, 'version')}.zip"
+        zip_folder(stage, zip_path)
+    log(f"wrote {zip_path} ({zip_path.stat().st_size / 1e6:.1f} MB; wheels: {len(wheels)}; "
+        f"platforms: {', '.join(served) or 'any'})")
+    return zip_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out_dir", nargs="?", type=Path, default=REPO / "dist", help="folder for the zip (default dist/)")
+    p.add_argument("--platforms", nargs="+", default=None, choices=list(PLATFORM_TAGS),
+                   help="Blender platforms to bundle pyzmq for (default: all four)")
+    p.add_argument("--no-wheels", action="store_true", help="build without pyzmq wheels")
+    p.add_argument("--wheels-dir", type=Path, default=None, help="take pyzmq wheels from this folder instead of pip")
+    args = p.parse_args(argv)
+    try:
+        build(args.out_dir, args.platforms, not args.no_wheels, args.wheels_dir)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Fixtures for the add-on tests in headless bpy: a real `backend serve` subprocess on loopback, the
+registered add-on on the bundled example scene, and a loop that pumps the add-on's timer (timers
+never fire in the bpy module)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="session")
+def server_address(tmp_path_factory):
+    """A real `backend serve` subprocess on loopback running the test job function."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # `backend serve` (python -m backend.cli serve); `python -m backend.server` is the same server alone
+    command = ["backend.cli", "serve"] if (REPO / "backend" / "cli.py").is_file() else ["backend.server"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *command, "--bind", address, "--device", "cpu",
+         "--workdir", str(tmp_path_factory.mktemp("serve")), "--run-job", "tests.backend.service_jobs:run_job",
+         "--log-level", "WARNING"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    if "listening" not in line:
+        proc.kill()
+        pytest.fail(f"the job server did not start: {line}{proc.stdout.read()}")
+    yield address
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def addon(server_address):
+    """The example scene ``table_set`` with the add-on registered; preferences point at the server."""
+    import bpy
+
+    import blender_addon
+    from blender_addon import preferences, runtime
+    from dataset_tools.examples import build_example
+
+    scene = build_example("table_set")
+    blender_addon.register()
+    old = preferences.FALLBACK
+    preferences.FALLBACK = preferences.DefaultPreferences(server_address=server_address, timeout_s=5.0, views=4,
+                                                          resolution=48, engine="workbench", samples=1)
+    try:
+        yield scene, bpy, runtime
+    finally:
+        preferences.FALLBACK = old
+        blender_addon.unregister()
+
+
+def pump_until_idle(runtime, limit_s: float = 30.0) -> float:
+    """Call the timer callback until it stops (returns None); returns the seconds it took."""
+    t0 = time.monotonic()
+    while runtime.pump() is not None:
+        if time.monotonic() - t0 > limit_s:
+            raise AssertionError(f"the job did not end within {limit_s} s: {runtime.SESSION.state}")
+        time.sleep(0.02)
+    return time.monotonic() - t0
