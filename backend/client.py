@@ -67,14 +67,29 @@ class JobError(RuntimeError):
 
 
 _JOB_TYPES = (P.Accepted, P.Progress, P.Result, P.CancelAck)
-#: Connection events watched on the DEALER (socket monitor): a failed security handshake means
-#: the server refuses us; a disconnect while a request is outstanding means its reply will not come.
-_HANDSHAKE_FAILED = {
-    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the server refused this client's CurveZMQ key",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the security handshake failed (CurveZMQ keys on one side only, or wrong keys)",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the security handshake failed",
-}
-_MONITORED = zmq.EVENT_DISCONNECTED | functools.reduce(operator.or_, _HANDSHAKE_FAILED)
+#: Connection events watched on the DEALER (socket monitor): a failed handshake means the server
+#: refuses us (or is no job server); losing an established connection while a request is
+#: outstanding means its reply will not come.
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_MONITORED = (zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+              | functools.reduce(operator.or_, _HANDSHAKE_FAILED))
+
+
+def _handshake_failure(event: int, value: int) -> str:
+    """Words for a failed ZMTP handshake (``value``: libzmq's protocol error code)."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "the server refused this client's CurveZMQ key"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # the server hung up mid-handshake
+        return ("the server closed the connection during the handshake (a server started with --keys does "
+                "this to clients without keys)")
+    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "the security handshake failed: CurveZMQ keys are set on one side only"
+    if value in (zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC, zmq.PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE):
+        return "the CurveZMQ handshake failed (wrong server public key?)"
+    if value == zmq.PROTOCOL_ERROR_ZMTP_INVALID_METADATA:
+        return "the peer at this address is not a job server (its ZeroMQ socket type does not match)"
+    return f"the connection handshake failed (libzmq event {event:#x}, error {value:#x})"
 #: Error codes answering a request about a job (rather than ending the job).
 _REQUEST_ERRORS = (ErrorCode.UNKNOWN_JOB, ErrorCode.BAD_MESSAGE, ErrorCode.BAD_TYPE, ErrorCode.INTERNAL)
 
@@ -119,6 +134,7 @@ class JobClient:
         #: once the job ended (otherwise late duplicates for ended jobs are dropped).
         self._asking: set[str] = set()
         self._refused: str | None = None
+        self._linked = False  # a handshake succeeded on the current connection
         self._routing_id = b"c" + os.urandom(15)  # stable across reconnects (server: ROUTER_HANDOVER)
         #: Queue position reported when each job was accepted.
         self.accepted: dict[str, int] = {}
@@ -152,17 +168,22 @@ class JobClient:
             self._monitor.close(linger=0)
             self._sock.close(linger=0)
             self._sock = self._monitor = None
+            self._linked = False
 
     def _link_events(self) -> tuple[bool, str | None]:
-        """Drain the connection monitor: (a disconnect happened, the last handshake failure)."""
-        disconnected, refused = False, None
+        """Drain the connection monitor: (an established connection was lost, the last handshake
+        failure). A connection that closes before its handshake (e.g. a listener going away) is no loss."""
+        lost, refused = False, None
         while self._monitor is not None and self._monitor.poll(0, zmq.POLLIN):
-            event = recv_monitor_message(self._monitor)["event"]
-            if event == zmq.EVENT_DISCONNECTED:
-                disconnected = True
+            ev = recv_monitor_message(self._monitor)
+            event = ev["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._linked = True
+            elif event == zmq.EVENT_DISCONNECTED:
+                lost, self._linked = lost or self._linked, False
             elif event in _HANDSHAKE_FAILED:
-                refused = _HANDSHAKE_FAILED[event]
-        return disconnected, refused
+                refused = _handshake_failure(event, ev.get("value", 0))
+        return lost, refused
 
     def _reset(self) -> None:
         """Reconnect with a fresh socket, dropping whatever was queued for the lost connection."""

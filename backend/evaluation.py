@@ -148,12 +148,18 @@ def input_mask_predictions(val: Scene, rotated: dict[float, Scene], make) -> Vie
 
     ``make(scene, split) -> list of bool [M,H,W]`` runs the mask source.
     """
-    val_masks = make(val, "val")
-    pred = ViewPredictions(val=[mask_layers(m) for m in val_masks])
+    val_layers = [mask_layers(m) for m in make(val, "val")]
+    rot_layers = {}
     for a, rs in rotated.items():
         split = "val_rotate" if abs(a - 10.0) < 1e-6 else f"val_rotate_{int(round(a))}"
-        pred.rotated[a] = [mask_layers(m) for m in make(rs, split)]
-    return pred
+        rot_layers[a] = [mask_layers(m) for m in make(rs, split)]
+    depth = max(x.shape[0] for x in val_layers + [y for v in rot_layers.values() for y in v])
+
+    def pad(x: np.ndarray) -> np.ndarray:  # the finest layer persists below a view's deepest mask
+        return np.concatenate([x, np.repeat(x[-1:], depth - x.shape[0], 0)]) if x.shape[0] < depth else x
+
+    return ViewPredictions(val=[pad(x) for x in val_layers],
+                           rotated={a: [pad(x) for x in v] for a, v in rot_layers.items()})
 
 
 def format_rows(rows: dict[str, dict[str, float]]) -> str:

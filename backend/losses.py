@@ -121,8 +121,8 @@ def pair_distances(features: Tensor, pairs: PairSet, metric: str = "cosine") -> 
     return edge_lengths(features, pairs.first, pairs.second, metric=metric)
 
 
-def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet, cfg: ContrastiveLossConfig = ContrastiveLossConfig(),
-                   masks: np.ndarray | None = None) -> dict[str, Tensor]:
+def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
+                   cfg: ContrastiveLossConfig = ContrastiveLossConfig(), masks: np.ndarray | None = None) -> dict[str, Tensor]:
     """Eq. 4 for one image: ``L_feat = l_ultra + alpha * l_euclid``, each term level-wise (Eq. 3).
 
     The ultrametric term builds the kNN pixel graph of ``uv`` (``cfg.knn``), ONE tree for all pairs, and the

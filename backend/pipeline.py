@@ -108,16 +108,19 @@ def train_config(cfg: PipelineConfig):
 
 
 def apply_ablation(tc, ablation: Ablation):
-    """Switch the trainer's loss terms off as the ablation says (returns a new config)."""
-    loss = tc.loss
+    """Switch the trainer's loss terms off as the ablation says (returns a new config).
+
+    Without hierarchical sampling no mask may contain another (``p_in`` above 1), so every mask hangs
+    from the root and all pairs share one level, as in the paper's "w/o hierarchical sampling" row.
+    """
+    changes = {}
     if not ablation.ultrametric:
-        loss = dataclasses.replace(loss, use_ultrametric=False, use_euclidean=True)
-    changes = {"loss": loss}
+        changes["loss"] = dataclasses.replace(tc.loss, use_ultrametric=False, use_euclidean=True)
     if not ablation.hierarchical_sampling:
-        changes["hierarchical_sampling"] = False
+        changes["p_in"] = 1.01
     if not ablation.depth_continuity:
         changes["depth_continuity_weight"] = 0.0
-    return dataclasses.replace(tc, **{k: v for k, v in changes.items() if hasattr(tc, k)})
+    return dataclasses.replace(tc, **changes)
 
 
 def _config_json(cfg: PipelineConfig) -> dict:
@@ -213,17 +216,37 @@ def train_field(scene: Scene, masks: list[np.ndarray], cfg: PipelineConfig, run_
                                    eta=None if p.eta_s is None else float(p.eta_s), losses=losses))
 
     if resume and run_dir is not None and (Path(run_dir) / "checkpoint.pt").is_file():
-        trainer = Trainer.resume(Path(run_dir), scene, masks, progress=on_train, should_stop=should_stop)
+        trainer = Trainer.resume(Path(run_dir), scene, masks, progress=on_train, should_stop=should_stop,
+                                 iterations=tc.iterations, device=tc.device)
     else:
         trainer = Trainer(scene, masks, tc, run_dir=run_dir, progress=on_train, should_stop=should_stop)
     trainer.fit()
     return trainer
 
 
+def pixel_footprint(scene: Scene) -> float:
+    """Median distance between neighbouring pixels' surface points (normalised units): depth / focal length."""
+    if scene.depth is None or not (scene.depth > 0).any():
+        return 0.0
+    fg = scene.depth > 0
+    return float(np.median(scene.depth[fg] / np.repeat(scene.K[:, 0, 0], fg.reshape(len(fg), -1).sum(1))))
+
+
+def adapt_to_resolution(cfg: PipelineConfig, scene: Scene) -> PipelineConfig:
+    """Scale the paper's absolute radii (tuned for 200x200 Blender-HS views, where a pixel covers ~2e-3)
+    up to this scene's pixel footprint, so low-resolution renders are not torn apart by the outlier
+    filter or left with holes by the propagation gate."""
+    f = pixel_footprint(scene)
+    pc = dataclasses.replace(cfg.pointcloud, outlier_radius=max(cfg.pointcloud.outlier_radius, 2.0 * f))
+    sg = dataclasses.replace(cfg.segment, propagate_max_distance=max(cfg.segment.propagate_max_distance, 2.0 * f))
+    return dataclasses.replace(cfg, pointcloud=pc, segment=sg)
+
+
 def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress | None = None) -> Segmentation3D:
     """Fuse the training views' surface points and features into a cloud and build its single-linkage tree."""
     if progress is not None:
         progress(ProgressEvent(stage="segmentation", step=0, total=3, message="feature point cloud"))
+    cfg = adapt_to_resolution(cfg, scene)
     points, features, colors = trainer.feature_points(list(range(scene.num_views)))
     cloud = fuse_points(points, colors, features, cfg.pointcloud)
     if len(cloud) > cfg.max_points:
@@ -366,6 +389,7 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
     from backend.segment import view_labels
 
     trainer, scene, _, data, cfg = load_trained(run, data)
+    cfg = adapt_to_resolution(cfg, scene)
     out = Path(out) if out is not None else Path(run) / SEGMENTATION_DIR
     seg = segment_field(trainer, scene, cfg, progress)
     thresholds = list(thresholds) if thresholds else list(cfg.segment.export_thresholds)
@@ -424,6 +448,7 @@ def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eva
     from backend.segment import default_thresholds
 
     eval_cfg = eval_cfg or EvalConfig(seed=cfg.seed)
+    cfg = adapt_to_resolution(cfg, scene)
     data = Path(data)
     val, gt, rotated = load_eval_views(data, eval_cfg)
     thresholds = np.asarray(cfg.segment.thresholds or default_thresholds(), np.float64)

@@ -351,8 +351,7 @@ class JobServer:
         return sock, auth
 
     def _shutdown(self) -> None:
-        if self._running is not None:
-            self._jobs[self._running].cancel.set()
+        # The running job sees should_stop() (self._stop is set) and ends as failed, not cancelled.
         if self._worker is not None:
             self._worker.join(10.0)
         self._handle_events()
@@ -594,7 +593,7 @@ class JobServer:
             result = self.run_job(scene, options, progress, should_stop, folder)
             del scene
             if should_stop():
-                outcome = _JobEnded(job, State.CANCELLED, error_code=ErrorCode.CANCELLED, error_message="cancelled")
+                outcome = self._stopped(job, cancel)
             elif not isinstance(result, JobResult):
                 outcome = _JobEnded(job, State.FAILED, error_code=ErrorCode.JOB_FAILED,
                                     error_message=f"run_job returned {type(result).__name__}, not a JobResult")
@@ -605,7 +604,7 @@ class JobServer:
         except Exception as e:  # noqa: BLE001 - every failure becomes an error reply
             (folder / ERROR_LOG).write_text(traceback.format_exc())
             if should_stop():
-                outcome = _JobEnded(job, State.CANCELLED, error_code=ErrorCode.CANCELLED, error_message="cancelled")
+                outcome = self._stopped(job, cancel)
             elif type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError):
                 outcome = _JobEnded(job, State.FAILED, error_code=ErrorCode.OUT_OF_MEMORY,
                                     error_message=f"out of memory on {options.device}: {str(e)[:300]} "
@@ -618,6 +617,14 @@ class JobServer:
                 torch.cuda.empty_cache()
         finally:
             self._post(outcome)
+
+    @staticmethod
+    def _stopped(job: str, cancel: threading.Event) -> _JobEnded:
+        """Outcome of a job that stopped early: cancelled by request, or by the server shutting down."""
+        if cancel.is_set():
+            return _JobEnded(job, State.CANCELLED, error_code=ErrorCode.CANCELLED, error_message="cancelled")
+        return _JobEnded(job, State.FAILED, error_code=ErrorCode.JOB_FAILED,
+                         error_message="the server was stopped while the job was running; submit it again")
 
     def _handle_events(self) -> None:
         while True:

@@ -102,8 +102,9 @@ def add_submit_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    """Load the folder's train split, submit it, show progress (tqdm on stderr), write the result
+    like ``backend segment`` (``points.ply``, ``hierarchy.json``, ``result.npz``; paths on stdout).
+    Ctrl-C cancels the job on the server. Exit codes: 0 done, 1 error, 130 interrupted."""
     from backend.client import JobClient, JobError, ServerUnavailable
     from backend.data import load_scene
     from backend.protocol import ProtocolError
@@ -113,35 +114,66 @@ def cmd_submit(args: argparse.Namespace) -> int:
         preset=args.preset, iterations=args.iterations, mask_source=args.mask_source, geometry=args.geometry,
         thresholds=tuple(args.thresholds), max_points=args.max_points, device=args.device, seed=args.seed,
     )
+    job = None
     try:
         options.validate()
         scene = load_scene(args.data, split="train")
         with JobClient(args.server, args.server_key, args.client_key, timeout_s=args.timeout) as client:
             job = client.submit(scene, options)
-            print(f"job {job} accepted (queue position {client.accepted[job]})", file=sys.stderr)
-            bar, stage = None, None
-            for p in client.progress(job):
-                if p.stage != stage or bar is None:
-                    if bar is not None:
-                        bar.close()
-                    stage = p.stage
-                    bar = tqdm(total=p.total or None, desc=p.stage, unit="step", file=sys.stderr)
-                bar.total = p.total or bar.total
-                bar.n = p.step
-                post = {k: f"{v:.4g}" for k, v in p.losses.items()}
-                if p.queue_position is not None:
-                    post["ahead"] = p.queue_position
-                bar.set_postfix(post, refresh=False)
-                bar.set_description(p.message[:40] or p.stage, refresh=True)
-            if bar is not None:
-                bar.close()
-            result = client.wait(job)
+            print(f"job {job} accepted by {args.server} (queue position {client.accepted[job]})", file=sys.stderr)
+            try:
+                result = client.wait(job, on_progress=_ProgressBars())
+            except KeyboardInterrupt:
+                state = client.cancel(job)
+                print(f"\ninterrupted: job {job} {state}", file=sys.stderr)
+                return 130
+    except KeyboardInterrupt:
+        print("\ninterrupted" + (f" (job {job} keeps running on the server)" if job else ""), file=sys.stderr)
+        return 130
     except (ServerUnavailable, JobError, ProtocolError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in write_outputs(result, args.out):
         print(path)
     return 0
+
+
+class _ProgressBars:
+    """One tqdm bar per pipeline stage, fed with :class:`backend.protocol.Progress` messages."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.stage: str | None = None
+
+    def __call__(self, p) -> None:  # noqa: ANN001 - backend.protocol.Progress
+        from tqdm import tqdm
+
+        if p.stage != self.stage or self.bar is None:
+            self.close()
+            self.stage = p.stage
+            self.bar = tqdm(total=p.total or None, desc=p.stage, unit="step", file=sys.stderr, leave=True)
+        bar = self.bar
+        bar.total = p.total or bar.total
+        bar.n = p.step
+        post = {k: f"{v:.4g}" for k, v in p.losses.items()}
+        if p.queue_position is not None:
+            post["ahead"] = p.queue_position
+        if p.eta is not None:
+            post["eta"] = f"{p.eta:.0f}s"
+        if p.message and not p.losses:
+            post["msg"] = p.message[:40]
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+        if p.total and p.step >= p.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __del__(self) -> None:
+        self.close()
 
 
 # -- keys --------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 import typing
@@ -154,7 +153,8 @@ class TrainConfig:
     p_iou: float = 0.85
     """Mask tree IoU threshold (paper 0.85, released code 0.9)."""
     render_chunk: int = 8192
-    """Rays (or points) per chunk when rendering whole views."""
+    """Points per chunk when querying features at depth points; volume rendering uses
+    ``render_chunk * 16 / num_samples`` rays per chunk (bounded memory)."""
     loss: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
     """Contrastive loss settings (temperature, alpha, kNN graph, which terms)."""
     field: UltrametricFieldConfig = field(default_factory=UltrametricFieldConfig)
@@ -185,7 +185,7 @@ PRESETS: dict[str, TrainConfig] = {
     "fast": replace(_scaled(_PAPER, 1500), field=scaled_config(_PAPER.field, 17, feature_dim=128),
                     checkpoint_every=500),
     # CPU demo: depth-mode training of a ~128x128, ~20-view scene in about 4 minutes on 2 cores.
-    "cpu": replace(_scaled(_PAPER, 600), rays_per_step=2048, checkpoint_every=200, num_samples=48,
+    "cpu": replace(_scaled(_PAPER, 1500), rays_per_step=4096, checkpoint_every=500, num_samples=48,
                    occupancy_resolution=32,
                    field=replace(scaled_config(_PAPER.field, 15, feature_dim=32, density_max_resolution=512),
                                  feature_hidden_dim=64,
@@ -275,9 +275,9 @@ def scene_fingerprint(scene: Scene) -> dict[str, Any]:
             "c2w_sha256": hashlib.sha256(np.ascontiguousarray(c2w).tobytes()).hexdigest()[:32]}
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given."""
-    if name == "auto":
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None) -> CUDA when available, else CPU; anything else as given."""
+    if name is None or name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
@@ -471,8 +471,8 @@ class Trainer:
                 break
             self.last_losses = self.train_step()
             self.step += 1
-            if self.run_dir is not None and self.cfg.checkpoint_every > 0 and self.step % self.cfg.checkpoint_every == 0 \
-                    and self.step < total:
+            every = self.cfg.checkpoint_every
+            if self.run_dir is not None and every > 0 and self.step % every == 0 and self.step < total:
                 self.save_checkpoint()
             if self.progress is not None and (self.step % max(self.cfg.progress_every, 1) == 0 or self.step == total):
                 done = self.step - start
@@ -525,7 +525,7 @@ class Trainer:
             else:
                 terms = self._nerf_mode_terms(view, rows, cols, uv, stencils)
             if len(pairs):
-                fl = feature_losses(terms.pop("_features"), uv, pairs, cfg.loss, sampled_masks)
+                fl = feature_losses(terms.pop("_features").float(), uv, pairs, cfg.loss, sampled_masks)
                 for k, v in fl.items():
                     terms[k] = v
             else:
@@ -634,8 +634,9 @@ class Trainer:
                               features=feats.reshape(h, w, dim).astype(np.float32))
         o, dr, ps = camera_rays(c2w, K, uv)
         dev = self.device
+        ray_chunk = max(64, self.cfg.render_chunk * 16 // max(self.cfg.num_samples, 1))
         out = render_rays_chunked(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(dr).to(dev),
-                                  chunk=self.cfg.render_chunk, planar_scale=torch.from_numpy(ps).to(dev),
+                                  chunk=ray_chunk, planar_scale=torch.from_numpy(ps).to(dev),
                                   num_samples=self.cfg.num_samples, occupancy=self.occupancy,
                                   background_rgb=self._bg_rgb)
         self.field.train()

@@ -16,7 +16,10 @@ Trees follow Higra's conventions: ``parents`` of size ``2N - 1`` with the ``N`` 
 ``N + i`` created by the ``i``-th merge (increasing altitude), the root last and its own parent.
 
 Complexity: graph ``O(P k log P)``; tree ``O(E log E)``; LCA queries ``O(Q)`` after ``O(P log P)``
-preprocessing (Higra ``LCAFast``, sparse table over an Euler tour).
+preprocessing (Higra ``LCAFast``, sparse table over an Euler tour). All ``E`` edge lengths are computed without
+autograd (tree only); differentiable lengths are recomputed for the distinct bottleneck edges alone (MST edges,
+at most ``P - 1``). Measured on 2 shared CPU cores (``bench/bench_ultrametric.py``): ~30-80 ms per step for
+P = 4,096, k = 10 and 12,800 pairs, 20-40x faster than the released code's dense-kNN + per-pair-LCA approach.
 """
 
 from __future__ import annotations
@@ -294,7 +297,8 @@ def bottleneck_edges(num_vertices: int, sources: np.ndarray, targets: np.ndarray
 
     Shape: ``sources``, ``targets`` int [E], ``weights`` float [E], ``pairs`` int [Q, 2] -> int64 [Q].
 
-    >>> bottleneck_edges(3, np.array([0, 1]), np.array([1, 2]), np.array([0.5, 0.2]), np.array([[0, 2], [1, 2], [1, 1]])).tolist()
+    >>> pairs = np.array([[0, 2], [1, 2], [1, 1]])
+    >>> bottleneck_edges(3, np.array([0, 1]), np.array([1, 2]), np.array([0.5, 0.2]), pairs).tolist()
     [0, 1, -1]
     """
     return bottleneck_edges_from_tree(bpt_canonical(num_vertices, sources, targets, weights), pairs)

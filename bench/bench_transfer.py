@@ -48,13 +48,15 @@ def make_payload(views: int = 100, size: int = 200, seed: int = 0) -> P.Submit:
     return P.Submit(job=P.new_job_id(), rgb=rgb, c2w=c2w, intrinsics=np.repeat(K[None], views, 0), depth=depth)
 
 
-def _receiver(ctx: zmq.Context, kind: int, endpoint: str, handle, ready: threading.Event, n: int) -> threading.Thread:
-    """A thread with its own socket bound at ``endpoint`` that calls ``handle(sock, frames)`` ``n`` times."""
+def _receiver(ctx: zmq.Context, kind: int, handle, n: int) -> tuple[threading.Thread, str]:
+    """A thread with its own socket (bound to a free loopback port, returned) that calls
+    ``handle(sock, frames)`` for ``n`` messages."""
+    ready, bound = threading.Event(), []
 
     def loop() -> None:
         sock = ctx.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.bind(endpoint)
+        bound.append(f"tcp://127.0.0.1:{sock.bind_to_random_port('tcp://127.0.0.1')}")
         ready.set()
         for _ in range(n):
             handle(sock, sock.recv_multipart(copy=False))
@@ -62,27 +64,19 @@ def _receiver(ctx: zmq.Context, kind: int, endpoint: str, handle, ready: threadi
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
-    ready.wait(5)
-    return t
-
-
-def _free_endpoint(ctx: zmq.Context) -> str:
-    s = ctx.socket(zmq.PAIR)
-    port = s.bind_to_random_port("tcp://127.0.0.1")
-    s.close(linger=0)
-    return f"tcp://127.0.0.1:{port}"
+    if not ready.wait(5):
+        raise RuntimeError("receiver did not start")
+    return t, bound[0]
 
 
 def bench_scene_protocol(ctx: zmq.Context, msg: P.Submit, repeats: int) -> list[float]:
     """Seconds per transfer: encode -> DEALER -> ROUTER -> decode + validate -> ack."""
-    endpoint = _free_endpoint(ctx)
-
     def handle(sock, frames):
         decoded = P.decode(frames[1:], accept=P.CLIENT_TYPES)
         assert isinstance(decoded, P.Submit) and decoded.depth.shape == msg.depth.shape
         sock.send_multipart([frames[0], b"ok"])
 
-    t = _receiver(ctx, zmq.ROUTER, endpoint, handle, threading.Event(), repeats + 1)
+    t, endpoint = _receiver(ctx, zmq.ROUTER, handle, repeats + 1)
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
@@ -101,13 +95,11 @@ def bench_scene_protocol(ctx: zmq.Context, msg: P.Submit, repeats: int) -> list[
 def bench_scene_raw(ctx: zmq.Context, msg: P.Submit, repeats: int) -> list[float]:
     """Seconds per transfer of the same bytes as one frame over PAIR (receiver acks)."""
     blob = b"".join(memoryview(f).cast("B").tobytes() for f in P.encode(msg))
-    endpoint = _free_endpoint(ctx)
-
     def handle(sock, frames):
         assert len(frames[0].buffer) == len(blob)
         sock.send(b"ok")
 
-    t = _receiver(ctx, zmq.PAIR, endpoint, handle, threading.Event(), repeats + 1)
+    t, endpoint = _receiver(ctx, zmq.PAIR, handle, repeats + 1)
     sock = ctx.socket(zmq.PAIR)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(endpoint)
@@ -186,10 +178,9 @@ def bench_progress_server(events: int, workdir: Path, pace_s: float = 0.0) -> tu
 
 def bench_progress_raw(ctx: zmq.Context, events: int, pace_s: float = 0.0) -> tuple[float, list[float]]:
     """The same stream as small JSON messages over PAIR from a sender thread."""
-    endpoint = _free_endpoint(ctx)
     recv = ctx.socket(zmq.PAIR)
     recv.setsockopt(zmq.LINGER, 0)
-    recv.bind(endpoint)
+    endpoint = f"tcp://127.0.0.1:{recv.bind_to_random_port('tcp://127.0.0.1')}"
 
     def send() -> None:
         sock = ctx.socket(zmq.PAIR)

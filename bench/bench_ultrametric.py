@@ -206,7 +206,8 @@ def main() -> None:
                   f"of positives, {100 * crossing[e[~ps.positive]].mean():5.1f}% of negatives; crosses the pair's own "
                   f"mask: {100 * own[ps.positive].mean():5.1f}% / {100 * own[~ps.positive].mean():5.1f}%")
         print(f"    ({100 * crossing.mean():.1f}% of graph edges cross a boundary; with the prior, ours and the "
-              f"reference agree on {100 * agree:.2f}% of distances: float32 vs float64 rounding of length + 10)")
+              f"reference agree on {100 * agree:.2f}% of distances; they may differ only where float32 rounding of "
+              f"length + 10 in the reference breaks a near-tie)")
 
     kind, t_o, t_r = summary[0]
     print(f"ultrametric step: ours {t_o:.1f} ms, reference {t_r:.1f} ms, speed-up {t_r / t_o:.1f}x "

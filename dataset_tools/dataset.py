@@ -9,14 +9,15 @@ Layout written (see ``docs/CONTRACTS.md``): ``transforms_{train,val,test}.json``
 
 Resuming: ``meta.json`` is written first; a rerun into the same folder compares it (everything but the
 source path) and refuses a mismatch; every view whose files are all present and readable is skipped.
-Each file is written atomically, and rendering is deterministic, so a resumed folder is byte-identical
-to an uninterrupted one.
+Each file is written atomically (temporaries left by a killed writer are deleted on resume), and
+rendering is deterministic, so a resumed folder is byte-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,22 @@ def _prepare_out_dir(out_dir: Path) -> None:
         raise DatasetError(f"output folder {out_dir} is not writable: {exc.strerror or exc}") from None
 
 
+_TEMPORARY = re.compile(r"\..+\.tmp\d+")
+
+
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Delete temporaries a killed writer left behind (``.<name>.tmp<pid>``, see ``writers.atomic_write``).
+
+    Returns how many were removed. Only run before rendering into ``out_dir`` (not concurrently).
+    """
+    n = 0
+    for p in out_dir.rglob(".*.tmp*"):
+        if _TEMPORARY.fullmatch(p.name) and p.is_file():
+            p.unlink()
+            n += 1
+    return n
+
+
 def _check_meta(out_dir: Path, meta: dict) -> None:
     path = out_dir / "meta.json"
     if not path.exists():
@@ -216,6 +233,7 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
             "num_nodes": len(prep.hierarchy.nodes), "num_leaves": len(prep.hierarchy.leaf_ids),
         }
         _check_meta(out_dir, meta)
+        remove_stale_temporaries(out_dir)
         writers.write_json(out_dir / "meta.json", meta)
         writers.write_json(out_dir / "hierarchy.json", prep.hierarchy.to_json())
         for split, poses in plan.items():

@@ -6,7 +6,8 @@ instances and textured materials (procedural textures so images carry texture), 
 
 Scenes (``EXAMPLES``):
 
-- ``table_set`` (the bundled demo and test fixture, 21 rendered objects): Table (top with parented legs
+- ``table_set`` (the bundled demo and test fixture: 26 rendered objects, 12 object-level and
+  3 collection-level segments): Table (top with parented legs
   that are linked duplicates of one mesh), Tableware → {Plates, FruitBowl → {Bowl, a curve rim,
   Fruit}}, two instances of a Chair collection (excluded source collection), plus a render-hidden
   helper object and a render-hidden collection that must never show up in the ground truth.
@@ -347,7 +348,10 @@ def write_example(name: str, path: str | Path) -> Path:
     build_example(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        bpy.ops.wm.save_as_mainfile(filepath=str(path), check_existing=False, compress=False)
+        from .render import quiet_output
+
+        with quiet_output(bpy.app.background):  # Blender's "Info: Saved as ..." line
+            bpy.ops.wm.save_as_mainfile(filepath=str(path), check_existing=False, compress=False)
     except (OSError, RuntimeError) as exc:
         raise DatasetError(f"cannot write {path}: {str(exc).strip().splitlines()[-1]}") from None
     return path

@@ -24,13 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: Instant-NGP's spatial-hash primes (the first is 1: the x coordinate is not scrambled).
 HASH_PRIMES = (1, 2654435761, 805459861)
-#: The 8 corners of a unit cell, [8, 3] in (x, y, z) order.
-_CORNERS = np.array([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)], dtype=np.int64)
 
 
 class EncoderUnavailableError(RuntimeError):
@@ -106,6 +103,24 @@ def grid_layout(cfg: HashGridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return res, size.astype(np.int64), dense
 
 
+class _GatherRows(torch.autograd.Function):
+    """``table[idx]`` with a deterministic, fast backward (``index_add_``; ``table[idx]`` accumulates
+    non-deterministically on CPU and ``F.embedding`` sorts). Shape: [T, F], int64 [...] -> [..., F]."""
+
+    @staticmethod
+    def forward(ctx, table: Tensor, idx: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(idx)
+        ctx.num_rows = table.shape[0]
+        return table.index_select(0, idx.reshape(-1)).reshape(*idx.shape, table.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (idx,) = ctx.saved_tensors
+        g = torch.zeros(ctx.num_rows, grad.shape[-1], dtype=grad.dtype, device=grad.device)
+        g.index_add_(0, idx.reshape(-1), grad.reshape(-1, grad.shape[-1]))
+        return g, None
+
+
 class TorchHashGrid(nn.Module):
     """Pure-PyTorch multi-resolution hash encoding, vectorised over levels and corners.
 
@@ -123,7 +138,12 @@ class TorchHashGrid(nn.Module):
         self.register_buffer("table_size", torch.as_tensor(size, device=device), persistent=False)
         self.register_buffer("dense", torch.as_tensor(dense, device=device), persistent=False)
         self.register_buffer("offset", torch.as_tensor(offsets, device=device), persistent=False)
-        self.register_buffer("corners", torch.as_tensor(_CORNERS, device=device), persistent=False)
+        self.num_dense = int(dense.sum())
+        if not dense[:self.num_dense].all():
+            raise AssertionError("dense levels must be a prefix (resolutions increase)")
+        r = res[:self.num_dense, None] + 1
+        self.register_buffer("dense_stride", torch.as_tensor(r ** np.arange(3)[None, :], device=device),
+                             persistent=False)  # [Ld, 3]: 1, R, R^2
         self.register_buffer("primes", torch.as_tensor(HASH_PRIMES, dtype=torch.int64, device=device),
                              persistent=False)
 
@@ -134,29 +154,40 @@ class TorchHashGrid(nn.Module):
     def corner_indices(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Table row and trilinear weight of each of the 8 corners at every level.
 
+        Separable evaluation: per axis the two candidate coordinates ``base`` and ``base + 1`` are mapped once
+        (times ``R^axis`` for dense levels, times the hash prime for hashed ones) and the 8 corners are formed by
+        broadcasting (``+`` resp. ``xor``). Dense levels are the coarse prefix of the level list.
+        Corner ``c`` has offsets ``(c & 1, c >> 1 & 1, c >> 2 & 1)``.
+
         Shape: ``x`` [B, 3] -> (int64 [B, L, 8], float [B, L, 8]).
         """
         x = x.float().clamp(0.0, 1.0)
+        b = x.shape[0]
         pos = x[:, None, :] * self.resolution[None, :, None].float()  # [B, L, 3] in [0, N_l]
-        base = pos.floor().long().clamp_max(self.resolution[None, :, None] - 1).clamp_min(0)
-        frac = pos - base.float()  # [B, L, 3] in [0, 1]
-        c = base[:, :, None, :] + self.corners[None, None]  # [B, L, 8, 3]
-        # dense: x + y * R + z * R^2 with R = N_l + 1 vertices per axis
-        r = (self.resolution + 1)[None, :, None]
-        dense_idx = c[..., 0] + c[..., 1] * r + c[..., 2] * r * r
-        # hashed: xor of coordinate * prime, modulo T (a power of two)
-        h = c * self.primes
-        hashed = (h[..., 0] ^ h[..., 1] ^ h[..., 2]) & ((1 << self.cfg.log2_hashmap_size) - 1)
-        idx = torch.where(self.dense[None, :, None], dense_idx, hashed) + self.offset[None, :, None]
-        cf = self.corners[None, None].to(frac.dtype)  # [1, 1, 8, 3]
-        w = torch.where(cf > 0, frac[:, :, None, :], 1.0 - frac[:, :, None, :]).prod(-1)  # [B, L, 8]
+        base = torch.minimum(pos.long(), self.resolution[None, :, None] - 1)  # floor (pos >= 0)
+        frac = pos - base.float()
+        wts = torch.stack([1.0 - frac, frac], dim=-1)  # [B, L, 3, 2]
+        w = (wts[:, :, 2, :, None, None] * wts[:, :, 1, None, :, None] * wts[:, :, 0, None, None, :]).reshape(
+            b, -1, 8)
+        cand = torch.stack([base, base + 1], dim=-1)  # [B, L, 3, 2]
+        nd = self.num_dense
+        parts = []
+        if nd:
+            t = cand[:, :nd] * self.dense_stride[None, :, :, None]  # x, y * R, z * R^2
+            parts.append((t[:, :, 2, :, None, None] + t[:, :, 1, None, :, None] + t[:, :, 0, None, None, :])
+                         .reshape(b, nd, 8))
+        if nd < self.cfg.num_levels:
+            t = cand[:, nd:] * self.primes[None, None, :, None]
+            h = t[:, :, 2, :, None, None] ^ t[:, :, 1, None, :, None] ^ t[:, :, 0, None, None, :]
+            parts.append((h & ((1 << self.cfg.log2_hashmap_size) - 1)).reshape(b, -1, 8))
+        idx = (parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)) + self.offset[None, :, None]
         return idx, w
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 2 or x.shape[-1] != 3:
             raise ValueError(f"hash grid input must be [B, 3], got {tuple(x.shape)}")
         idx, w = self.corner_indices(x)
-        feats = F.embedding(idx, self.table)  # [B, L, 8, F]; deterministic backward on CPU (unlike table[idx])
+        feats = _GatherRows.apply(self.table, idx)  # [B, L, 8, F]
         out = (feats * w[..., None]).sum(2)  # [B, L, F]
         return out.reshape(x.shape[0], -1)
 

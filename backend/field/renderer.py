@@ -7,8 +7,8 @@ For samples ``t_1 < ... < t_N`` on a ray with spacing ``delta_k``::
 
 Features are composited with weights from DETACHED densities, plus the learned background feature weighted by
 ``1 - O``, then L2-normalised (released code). Samples outside the scene box, or in empty occupancy-grid cells,
-are never evaluated (density 0); colours and features are evaluated only where the weight exceeds
-``weight_eps``.
+are never evaluated (density 0); colours and features are evaluated only at those samples whose transmittance
+``T_k`` exceeds ``transmittance_eps`` (early ray termination behind opaque surfaces).
 """
 
 from __future__ import annotations
@@ -68,19 +68,22 @@ def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, perturb: bool
     return near[:, None] + (k + u) * width, width.expand(r, num_samples)
 
 
+def transmittance(sigma: Tensor, delta: Tensor) -> Tensor:
+    """``T_k = exp(-sum_{j<k} sigma_j delta_j)``. Shape: [R, N], [R, N] -> [R, N]."""
+    sd = sigma * delta
+    return torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(sd[:, :1]), sd[:, :-1]], dim=1), dim=1))
+
+
 def compositing_weights(sigma: Tensor, delta: Tensor) -> Tensor:
     """NeRF weights ``w_k = T_k (1 - exp(-sigma_k delta_k))``. Shape: [R, N], [R, N] -> [R, N]."""
-    sd = sigma * delta
-    alpha = 1.0 - torch.exp(-sd)
-    trans = torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(sd[:, :1]), sd[:, :-1]], dim=1), dim=1))
-    return trans * alpha
+    return transmittance(sigma, delta) * (1.0 - torch.exp(-sigma * delta))
 
 
 def render_rays(field: UltrametricField, origins: Tensor, dirs: Tensor, num_samples: int = 64,
                 occupancy: OccupancyGrid | None = None, perturb: bool = False,
                 generator: torch.Generator | None = None, background_rgb: Tensor | None = None,
                 with_rgb: bool = True, with_features: bool = True, planar_scale: Tensor | None = None,
-                weight_eps: float = 1e-4) -> RenderOutput:
+                transmittance_eps: float = 1e-4) -> RenderOutput:
     """Render colour, depth, opacity and (unit) features of rays ``origins + t * dirs`` (``dirs`` unit length).
 
     ``background_rgb`` [3] fills ``1 - opacity`` (black when None); ``planar_scale`` [R] multiplies the ray
@@ -104,7 +107,10 @@ def render_rays(field: UltrametricField, origins: Tensor, dirs: Tensor, num_samp
         s, geo = field.density(flat_pts[act_idx])
         sigma = sigma.index_put((act_idx,), s.float())
     sigma = sigma.reshape(r, num_samples)
-    weights = compositing_weights(sigma, delta)
+    trans = transmittance(sigma, delta)
+    weights = trans * (1.0 - torch.exp(-sigma * delta))
+    # samples worth a colour/feature evaluation: evaluated density, not hidden behind opaque matter
+    visible = active.reshape(-1) & (trans.detach().reshape(-1) > transmittance_eps)
     opacity = weights.sum(-1)
     depth = (weights * t).sum(-1) / opacity.clamp_min(1e-10)
     depth = torch.where(opacity > 1e-10, depth, torch.zeros_like(depth))
@@ -115,7 +121,7 @@ def render_rays(field: UltrametricField, origins: Tensor, dirs: Tensor, num_samp
     if with_rgb:
         col = torch.zeros(r * num_samples, 3, device=dev, dtype=torch.float32)
         if geo is not None:
-            keep = weights.detach().reshape(-1)[act_idx] > weight_eps
+            keep = visible[act_idx]
             idx = act_idx[keep]
             if len(idx):
                 ray_dirs = dirs[:, None, :].expand(r, num_samples, 3).reshape(-1, 3)
@@ -127,7 +133,7 @@ def render_rays(field: UltrametricField, origins: Tensor, dirs: Tensor, num_samp
     features = raw = None
     if with_features:
         w_d = weights.detach().reshape(-1)
-        idx = (w_d > weight_eps).nonzero(as_tuple=True)[0]
+        idx = visible.nonzero(as_tuple=True)[0]
         acc = torch.zeros(r, field.cfg.feature_dim, device=dev, dtype=torch.float32)
         if len(idx):
             raw = field.raw_features(flat_pts[idx])

@@ -37,7 +37,8 @@ def test_contrastive_loss_analytic():
     d_neg4 = torch.tensor([[0.5, 0.6, 0.7, 0.8]], dtype=torch.float64)
     logits = -np.array([0.1, 0.5, 0.6, 0.7, 0.8]) / tau
     want4 = -logits[0] + math.log(np.exp(logits).sum())
-    assert contrastive_loss(torch.tensor([0.1], dtype=torch.float64), d_neg4, tau).item() == pytest.approx(want4, rel=1e-6)
+    got4 = contrastive_loss(torch.tensor([0.1], dtype=torch.float64), d_neg4, tau).item()
+    assert got4 == pytest.approx(want4, rel=1e-6)
 
 
 def test_contrastive_loss_direction():
@@ -61,7 +62,9 @@ def make_pairs(positive, level, node):
 def test_hierarchical_loss_matches_within_levels_only():
     tau = 0.1
     # interleaved order: level 2 positive, level 1 negative, level 1 positive, level 2 negative
-    ps = make_pairs([True, False, True, False], [2, 1, 1, 2], [5, 3, 3, 5])
+    # node ids deliberately cross levels (level 1: nodes 0 and 7; level 2: nodes 5 and 2), so only the level
+    # decides the matching
+    ps = make_pairs([True, False, True, False], [2, 1, 1, 2], [5, 7, 0, 2])
     d = torch.tensor([0.1, 0.9, 0.3, 0.4])
     want = (softplus((0.1 - 0.4) / tau) + softplus((0.3 - 0.9) / tau)) / 2
     assert hierarchical_contrastive_loss(d, ps, tau).item() == pytest.approx(want, rel=1e-6)
@@ -154,7 +157,8 @@ def test_hierarchical_embedding_beats_random_features():
 
 
 def test_depth_continuity_analytic():
-    poly = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.1, 1.4, 1.9]], dtype=torch.float64)  # linear, quadratic: zero 3rd difference
+    # linear and quadratic profiles: zero third difference
+    poly = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.1, 1.4, 1.9]], dtype=torch.float64)
     assert depth_continuity_loss(poly, dtheta=0.01, threshold=0.0).item() == pytest.approx(0.0, abs=1e-6)
     d = torch.tensor([[1.0, 1.0, 1.0, 2.0]])  # 3rd difference -1, max 2
     dtheta, t, eps = 0.5, 0.1, 1e-2

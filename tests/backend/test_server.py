@@ -183,6 +183,7 @@ def test_reconnecting_client_follows_and_fetches(server):
         result = c2.wait(job)  # subscribes with fetch(wait)
         check_result(result, scene)
         check_result(c2.fetch(job), scene)
+        check_result(c2.wait(job, timeout_s=5), scene)  # asking again re-subscribes, answered at once
 
 
 def test_vanished_client_does_not_stall_the_queue(tmp_path):
@@ -302,10 +303,18 @@ def test_curve_keys_required_off_loopback_and_enforced(tmp_path):
         srv.stop()
 
 
+def _free_port() -> int:
+    """A loopback port nobody listens on (a plain socket closes synchronously, unlike a zmq one,
+    whose listener may still accept for a moment after close)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_client_times_out_clearly_without_server():
-    with zmq.Context.instance().socket(zmq.REP) as s:  # a free port nobody serves
-        port = s.bind_to_random_port("tcp://127.0.0.1")
-    address = f"tcp://127.0.0.1:{port}"
+    address = f"tcp://127.0.0.1:{_free_port()}"
     t0 = time.monotonic()
     with JobClient(address, timeout_s=0.5) as c:
         with pytest.raises(ServerUnavailable, match=f"no reply from the job server at {address} within 0.5"):
@@ -356,3 +365,103 @@ def test_server_killed_mid_job_then_restarted_reports_job_failed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _write_folder(scene, folder: Path) -> None:
+    """A minimal NeRF-synthetic / Blender-HS folder of ``scene`` (RGBA PNGs, planar depth, intrinsics)."""
+    from PIL import Image
+
+    (folder / "train").mkdir(parents=True)
+    (folder / "depth" / "train").mkdir(parents=True)
+    n, h, w = scene.depth.shape
+    K = scene.K[0]
+    frames = []
+    for v in range(n):
+        rgba = np.concatenate([scene.rgb[v], np.full((h, w, 1), 255, np.uint8)], -1)
+        Image.fromarray(rgba, "RGBA").save(folder / "train" / f"r_{v}.png")
+        np.save(folder / "depth" / "train" / f"r_{v}.npy", scene.depth[v])
+        frames.append({"file_path": f"./train/r_{v}", "transform_matrix": scene.c2w[v].tolist()})
+    tf = {"camera_angle_x": float(2 * np.arctan(w / 2 / K[0, 0])), "w": w, "h": h, "fl_x": float(K[0, 0]),
+          "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]), "frames": frames}
+    (folder / "transforms_train.json").write_text(json.dumps(tf))
+
+
+def _submit_cli(argv: list[str]) -> int:
+    import argparse
+
+    from backend.service_cli import add_submit_parser
+
+    parser = argparse.ArgumentParser(prog="backend")
+    add_submit_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["submit", *argv])
+    return args.func(args)
+
+
+def test_submit_command_writes_ply_and_hierarchy(server, tmp_path, capsys):
+    scene = make_scene(seed=12)
+    _write_folder(scene, tmp_path / "data")
+    out = tmp_path / "out"
+    rc = _submit_cli([str(tmp_path / "data"), "--server", server.endpoint, "--out", str(out),
+                      "--iterations", "8", "--thresholds", "0.05", "0.2", "--timeout", "5"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "accepted" in captured.err and "training" in captured.err  # tqdm progress on stderr
+    assert {Path(p).name for p in captured.out.split()} == {"points.ply", "hierarchy.json", "result.npz"}
+    head = (out / "points.ply").read_bytes()[:400]
+    assert b"property int label_0" in head and b"property int label_1" in head
+    assert json.loads((out / "hierarchy.json").read_text())["thresholds"] == pytest.approx([0.05, 0.2])
+    with np.load(out / "result.npz", allow_pickle=False) as z:
+        pts, _ = unproject(scene)  # back in the folder's (world) units after the normalisation round trip
+        np.testing.assert_allclose(np.sort(z["points"], 0), np.sort(pts, 0), atol=1e-4)
+        assert z["labels"].shape == (2, len(pts)) and z["parents"].shape == (2 * len(pts) - 1,)
+
+
+def test_submit_command_fails_clearly_without_server(tmp_path, capsys):
+    _write_folder(make_scene(), tmp_path / "data")
+    port = _free_port()
+    rc = _submit_cli([str(tmp_path / "data"), "--server", f"tcp://127.0.0.1:{port}", "--out",
+                      str(tmp_path / "out"), "--timeout", "0.5"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no reply from the job server" in err and not (tmp_path / "out").exists()
+    rc = _submit_cli([str(tmp_path / "nope"), "--server", f"tcp://127.0.0.1:{port}", "--out", str(tmp_path / "out")])
+    assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_keys_command_and_serve_refusing_an_open_bind_without_keys(tmp_path, capsys):
+    import argparse
+
+    from backend.service_cli import add_keys_parser, serve_main
+
+    parser = argparse.ArgumentParser(prog="backend")
+    add_keys_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["keys", str(tmp_path / "k")])
+    assert args.func(args) == 0
+    names = {p.name for p in (tmp_path / "k").iterdir()}
+    assert {"server.key", "server.key_secret", "client.key", "client.key_secret", "authorized_clients"} <= names
+    assert (tmp_path / "k" / "authorized_clients" / "client.key").is_file()
+    assert ((tmp_path / "k" / "server.key_secret").stat().st_mode & 0o077) == 0
+    assert "--keys" in capsys.readouterr().out
+    assert args.func(args) == 1 and "exists" in capsys.readouterr().err  # no silent overwrite
+    assert serve_main(["--bind", "tcp://0.0.0.0:5599", "--workdir", str(tmp_path / "w")]) == 2
+    assert "requires CurveZMQ keys" in capsys.readouterr().err
+
+
+def test_graceful_stop_mid_job_marks_it_failed(tmp_path):
+    srv = make_server(tmp_path)
+    try:
+        with client_for(srv, timeout_s=2.0) as c:
+            job = c.submit(make_scene(), P.JobOptions(iterations=100_000))
+            for p in c.progress(job):
+                if p.stage == "training":
+                    break
+            t0 = time.monotonic()
+            srv.stop()
+            assert time.monotonic() - t0 < 2.0  # the job saw should_stop() promptly
+            with pytest.raises((JobError, ServerUnavailable)) as e:
+                c.wait(job)
+            if isinstance(e.value, JobError):
+                assert e.value.code == "job_failed" and "server was stopped" in e.value.message
+    finally:
+        srv.stop()
+    st = json.loads((tmp_path / "jobs" / job / "state.json").read_text())
+    assert st["state"] == "failed" and st["error_code"] == "job_failed" and "server was stopped" in st["error_message"]

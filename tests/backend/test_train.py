@@ -21,6 +21,15 @@ from backend.train import (
     TrainConfig, Trainer, TrainProgress, config_from_dict, preset,
 )
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_torch_thread():
+    """One intra-op thread: on the shared 2-core CI box, OpenMP oversubscription makes small ops ~5x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 #: (min corner, max corner, colour) of the boxes; both inside [-0.5, 0.5]^3.
 BOXES = [
     (np.array([-0.4, -0.25, -0.2]), np.array([-0.05, 0.25, 0.2]), (220, 40, 40)),

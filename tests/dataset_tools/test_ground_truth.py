@@ -6,7 +6,6 @@ object positions known from the example generator, the tree in hierarchy.json, a
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -271,6 +270,7 @@ def test_resume_after_a_real_interruption_is_byte_identical(small_dataset, table
         render_dataset(table_set_blend, out, make_config(), progress=stop_after_five)
     assert (out / "meta.json").is_file() and len(list(out.rglob("*_ids.png"))) == 5
     assert not [p for p in out.rglob(".*tmp*")]  # no temporary left behind
+    (out / "train" / ".r_3.png.tmp4242").write_bytes(b"half a file")  # as a SIGKILL mid-write leaves it
     calls = []
     result = render_dataset(table_set_blend, out, make_config(), progress=lambda d, t, m: calls.append((d, t)))
     assert result.skipped == 5 and result.rendered == sum(load_json(out / "meta.json")["counts"].values()) - 5
