@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ablations", action="store_true",
                    help="also train and score --no-ultrametric, --no-hierarchical-sampling, --no-depth-continuity")
     e.add_argument("--max-views", type=int, default=None, help="evaluate only the first N val views")
+    e.add_argument("--max-threshold", type=float, default=0.5,
+                   help="largest of the 50 evaluated thresholds (paper: 0.5; the tree allows any)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)
 
@@ -193,7 +195,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     bars = ProgressBars(not args.quiet)
     try:
         md = evaluate_run(args.data, args.run, args.out, ablations=args.ablations,
-                          eval_cfg=EvalConfig(max_views=args.max_views), progress=bars)
+                          eval_cfg=EvalConfig(max_views=args.max_views, max_threshold=args.max_threshold),
+                          progress=bars)
     finally:
         bars.close()
     print(md.read_text())

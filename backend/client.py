@@ -196,10 +196,29 @@ class JobClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _send(self, msg: P.Message) -> int:
+    def _send(self, msg: P.Message, wait: bool = True) -> int:
+        """Queue ``msg`` on the socket without ever blocking indefinitely: a DEALER with no live
+        connection (server down, handshake refused) cannot take a message, so wait for one up to
+        ``timeout_s`` (raising :class:`ServerUnavailable`), or with ``wait=False`` drop it (→ 0)."""
         frames = P.encode(msg)
-        self._sock.send_multipart(frames, copy=False)
-        return sum(memoryview(f).nbytes for f in frames)
+        start = time.monotonic()
+        while True:
+            try:
+                self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return sum(memoryview(f).nbytes for f in frames)
+            except zmq.Again:
+                pass
+            if not wait:
+                return 0
+            waited = time.monotonic() - start
+            _, refused = self._link_events()
+            refused = refused or self._refused
+            if refused or waited > self.timeout_s:
+                self._refused = None
+                self._reset()
+                raise ServerUnavailable(self.address, waited, f"a connection to send {msg.TYPE}",
+                                        self._server_key is not None, refused)
+            self._sock.poll(min(100, max(1, int((self.timeout_s - waited) * 1000))), zmq.POLLOUT)
 
     def _send_request(self, msg: P.Message) -> int:
         """Send a message that expects a reply, first forgetting disconnects of earlier connections
@@ -260,7 +279,7 @@ class JobClient:
             if until is not None and now >= until:
                 return False
             if now - max(heard, last_ping) >= self.heartbeat_s:
-                self._send(P.Ping(token=0))
+                self._send(P.Ping(token=0), wait=False)  # not connected now: the silence check decides
                 last_ping = now
             wait = min(self.heartbeat_s, silence - (now - heard))
             if reply_within is not None:

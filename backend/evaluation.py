@@ -39,6 +39,12 @@ class EvalConfig:
     """Evaluate only the first N val views (None: all)."""
     seed: int = 0
     """Seed of the sampled points."""
+    max_threshold: float = 0.5
+    """The 50 evaluated thresholds run from 0.01 to this (paper: 0.50)."""
+
+    def thresholds(self) -> np.ndarray:
+        """50 evenly spaced cut thresholds, 0.01 to ``max_threshold`` (the paper's 0.01-0.50 by default)."""
+        return np.round(np.linspace(0.01, self.max_threshold, 50), 4)
 
 
 @dataclass

@@ -445,13 +445,11 @@ def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eva
                      with_input_masks: bool = True, progress: Progress | None = None) -> dict[str, dict[str, float]]:
     """Rows ``input masks (2D)``, ``ours-2D``, ``ours-3D`` of the evaluation table for a trained field."""
     from backend.evaluation import EvalConfig, ViewPredictions, input_mask_predictions, load_eval_views, score
-    from backend.segment import default_thresholds
-
     eval_cfg = eval_cfg or EvalConfig(seed=cfg.seed)
     cfg = adapt_to_resolution(cfg, scene)
     data = Path(data)
     val, gt, rotated = load_eval_views(data, eval_cfg)
-    thresholds = np.asarray(cfg.segment.thresholds or default_thresholds(), np.float64)
+    thresholds = eval_cfg.thresholds()
 
     def note(step: int, msg: str) -> None:
         if progress is not None:
@@ -483,7 +481,7 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
                  eval_cfg=None, progress: Progress | None = None, max_train_views: int | None = None) -> Path:
     """Evaluate a trained run on ``data``'s val split; with ``ablations`` also train and score the three
     ablated variants next to it. Writes ``eval.md`` and ``eval.json``; returns the Markdown path."""
-    from backend.evaluation import format_rows
+    from backend.evaluation import EvalConfig, format_rows
 
     run = Path(run)
     trainer, scene, _, _, cfg = load_trained(run, data, max_views=max_train_views)
@@ -498,8 +496,10 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
     out = Path(out) if out is not None else run
     out.mkdir(parents=True, exist_ok=True)
     table = format_rows(rows)
+    ec = eval_cfg or EvalConfig()
     header = (f"Evaluation of `{run}` on `{data}` (val split; masks: {cfg.masks.source}; preset: {cfg.preset}; "
-              f"geometry: {cfg.geometry}).\nNC, SI and VC in percent; depth error in normalised scene units.\n\n")
+              f"geometry: {cfg.geometry}; 50 thresholds 0.01-{ec.max_threshold:g}).\n"
+              "NC, SI and VC in percent; depth error in normalised scene units.\n\n")
     (out / "eval.md").write_text(header + table + "\n")
     (out / "eval.json").write_text(json.dumps(rows, indent=1, allow_nan=True))
     return out / "eval.md"

@@ -299,6 +299,17 @@ def test_curve_keys_required_off_loopback_and_enforced(tmp_path):
         with JobClient(srv.endpoint, keys / "server.key", Keypair(pub, sec), timeout_s=1.0) as c:
             with pytest.raises(ServerUnavailable, match="authorized_clients"):
                 c.ping()
+        # Once a refused handshake has closed the connection, the DEALER has no peer to queue a message
+        # on: a plain send would block for ever (it often did); the client must fail fast instead.
+        for _ in range(6):
+            for keys_kw, hint in (({}, "--keys"), ({"server_public_key": keys / "server.key",
+                                                   "client_keys": Keypair(*zmq.curve_keypair())}, "authorized")):
+                with JobClient(srv.endpoint, timeout_s=1.0, **keys_kw) as c:
+                    time.sleep(0.05)  # the handshake fails meanwhile
+                    t0 = time.monotonic()
+                    with pytest.raises(ServerUnavailable, match=hint):
+                        c.ping()
+                    assert time.monotonic() - t0 < 3
     finally:
         srv.stop()
 
