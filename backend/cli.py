@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train and score --no-ultrametric, --no-hierarchical-sampling, --no-depth-continuity")
     e.add_argument("--max-views", type=int, default=None, help="evaluate only the first N val views")
     e.add_argument("--max-threshold", type=float, default=0.5,
-                   help="largest of the 50 evaluated thresholds (paper: 0.5; the tree allows any)")
+                   help="evaluate thresholds 0.01..MAX in steps of 0.01 (paper: 0.5, 50 thresholds; the tree allows any)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)
 

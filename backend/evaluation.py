@@ -40,11 +40,11 @@ class EvalConfig:
     seed: int = 0
     """Seed of the sampled points."""
     max_threshold: float = 0.5
-    """The 50 evaluated thresholds run from 0.01 to this (paper: 0.50)."""
+    """Evaluated thresholds run from 0.01 to this in steps of 0.01 (paper: 0.50, i.e. 50 thresholds)."""
 
     def thresholds(self) -> np.ndarray:
-        """50 evenly spaced cut thresholds, 0.01 to ``max_threshold`` (the paper's 0.01-0.50 by default)."""
-        return np.round(np.linspace(0.01, self.max_threshold, 50), 4)
+        """Cut thresholds 0.01, 0.02, ... ``max_threshold`` (the paper's 50 by default)."""
+        return np.round(np.arange(1, int(round(self.max_threshold * 100)) + 1) / 100.0, 4)
 
 
 @dataclass

@@ -498,7 +498,7 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
     table = format_rows(rows)
     ec = eval_cfg or EvalConfig()
     header = (f"Evaluation of `{run}` on `{data}` (val split; masks: {cfg.masks.source}; preset: {cfg.preset}; "
-              f"geometry: {cfg.geometry}; 50 thresholds 0.01-{ec.max_threshold:g}).\n"
+              f"geometry: {cfg.geometry}; thresholds 0.01-{ec.max_threshold:g} in steps of 0.01).\n"
               "NC, SI and VC in percent; depth error in normalised scene units.\n\n")
     (out / "eval.md").write_text(header + table + "\n")
     (out / "eval.json").write_text(json.dumps(rows, indent=1, allow_nan=True))

@@ -85,6 +85,23 @@ def write_ply(path: Path, points: np.ndarray, colors: np.ndarray | None, labels:
         f.write(rows.tobytes())
 
 
+def read_ply(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Read a PLY written by :func:`write_ply`: (xyz [N,3], every vertex property by name)."""
+    with open(path, "rb") as f:
+        header = []
+        while True:
+            line = f.readline().decode("ascii").strip()
+            header.append(line)
+            if line == "end_header":
+                break
+        n = next(int(h.split()[-1]) for h in header if h.startswith("element vertex"))
+        back = {"float": "<f4", "uchar": "u1", "int": "<i4"}
+        fields = [(h.split()[2], back[h.split()[1]]) for h in header if h.startswith("property")]
+        arr = np.frombuffer(f.read(), dtype=fields, count=n)
+    xyz = np.stack([arr["x"], arr["y"], arr["z"]], 1)
+    return xyz, {nm: arr[nm] for nm, _ in fields}
+
+
 def _write_json_atomic(path: Path, obj: object) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj))

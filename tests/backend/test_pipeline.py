@@ -15,7 +15,7 @@ import pytest
 from backend.evaluation import EvalConfig
 from backend.pipeline import (PipelineConfig, RunError, evaluate_trained, load_trained, run_job, segment_run,
                               train_run)
-from backend.pointcloud import read_ply
+from backend.result_files import read_ply
 from backend.protocol import JobOptions, ResultArrays
 
 from .conftest import render_tiny

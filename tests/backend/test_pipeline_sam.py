@@ -17,7 +17,7 @@ import pytest
 from backend.masks.base import MaskConfig
 from backend.masks.sam import SamConfig, build_tiny_sam
 from backend.pipeline import PipelineConfig, read_run_info, segment_run, train_run
-from backend.pointcloud import read_ply
+from backend.result_files import read_ply
 
 THRESHOLDS = [0.05, 0.1, 0.2, 0.3, 0.4]
 
