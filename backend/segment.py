@@ -163,4 +163,4 @@ def segment_hierarchy(labels: np.ndarray, thresholds) -> dict:
             "threshold": t,
             "segments": [{"id": int(s), "size": int(n), "parent": parent.get(int(s))} for s, n in zip(ids, sizes)],
         })
-    return {"levels": levels}
+    return {"thresholds": thresholds, "levels": levels}

@@ -22,7 +22,6 @@ Run: ``python3 bench/bench_train.py [--device cpu|cuda] [--iterations N] [--nerf
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import subprocess
 import sys
 import tempfile
@@ -116,7 +115,7 @@ def run(data: Path, device: str, iterations: int, nerf_iterations: int, presets:
 def report(timings: list[Timing], device: str) -> None:
     from backend.train import PRESETS
 
-    print(f"\n| preset | geometry | phase | iterations | s | it/s | ms/it |")
+    print("\n| preset | geometry | phase | iterations | s | it/s | ms/it |")
     print("|---|---|---|---|---|---|---|")
     for t in timings:
         print(f"| {t.preset} | {t.geometry} | {t.phase} | {t.iterations} | {t.seconds:.2f} | {t.its:.3f} | "
