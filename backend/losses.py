@@ -43,6 +43,9 @@ class ContrastiveLossConfig:
     """Include the Euclidean (direct feature distance) term of Eq. 4."""
     boundary_prior: bool = False
     """Add +10 to graph edges crossing a mask boundary when building the tree (released code only; needs masks)."""
+    level_weighting: str = "pairs"
+    """How levels are combined: ``"pairs"`` (mean over all pairs, so levels with many masks weigh more) or
+    ``"levels"`` (mean of each level's mean: coarse levels, with few masks, weigh as much as fine ones)."""
 
 
 def _check_temperature(temperature: float) -> None:
@@ -88,18 +91,21 @@ def _level_groups(pairs: PairSet) -> list[tuple[np.ndarray, np.ndarray]]:
     return groups
 
 
-def hierarchical_contrastive_loss(distances: Tensor, pairs: PairSet, temperature: float = 0.1) -> Tensor:
+def hierarchical_contrastive_loss(distances: Tensor, pairs: PairSet, temperature: float = 0.1,
+                                  level_weighting: str = "pairs") -> Tensor:
     """Eq. 3 computed within each level of the hierarchy (Sec. 4.1): positives never meet other levels' negatives.
 
     Within a level, positives and negatives are each ordered by node (stable), and positive ``i`` is matched
     with negatives ``r*i .. r*i + r - 1`` where ``r = #neg / #pos`` of that level must be an integer; with the
     output of :func:`backend.sampling.sample_hierarchical_pairs` this pairs positives and negatives of the same
     mask. Levels without positives or without negatives are skipped. The result is the mean over all matched
-    positives (all levels).
+    positives (all levels) with ``level_weighting="pairs"``, or the mean of the per-level means with ``"levels"``.
 
     Shape: ``distances`` [Q] (one per pair of ``pairs``) -> scalar.
     """
     _check_temperature(temperature)
+    if level_weighting not in ("pairs", "levels"):
+        raise ValueError(f"level_weighting must be 'pairs' or 'levels', got {level_weighting!r}")
     if distances.shape != (len(pairs),):
         raise ValueError(f"distances must be [{len(pairs)}] (one per pair), got {tuple(distances.shape)}")
     terms = []
@@ -110,6 +116,8 @@ def hierarchical_contrastive_loss(distances: Tensor, pairs: PairSet, temperature
         terms.append(torch.logsumexp(logits, dim=1) - logits[:, 0])
     if not terms:
         return distances.sum() * 0.0
+    if level_weighting == "levels":
+        return torch.stack([t.mean() for t in terms]).mean()
     return torch.cat(terms).mean()
 
 
@@ -145,10 +153,10 @@ def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
                 raise ValueError("cfg.boundary_prior needs the masks [M, P] of the sampled pixels")
             prior = mask_boundary_prior(src, dst, masks)
         d = ultrametric_distance(features, src, dst, pairs.pairs, metric=cfg.metric, boundary_prior=prior)
-        out["ultrametric"] = hierarchical_contrastive_loss(d, pairs, cfg.temperature)
+        out["ultrametric"] = hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting)
     if cfg.use_euclidean:
         d = pair_distances(features, pairs, cfg.metric)
-        out["euclidean"] = cfg.alpha * hierarchical_contrastive_loss(d, pairs, cfg.temperature)
+        out["euclidean"] = cfg.alpha * hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting)
     return out
 
 

@@ -469,7 +469,7 @@ def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eva
 
         rows["input masks (2D)"] = score(input_mask_predictions(val, rotated, make), val, gt, rotated, data, eval_cfg)
     note(3, "scoring")
-    nerf = trainer.cfg.geometry == "nerf" if hasattr(trainer, "cfg") else False
+    nerf = trainer.geometry == "nerf"  # in depth mode the depth is given, so its error is not a result
     for name, labels in (("ours-2D", l2), ("ours-3D", l3)):
         pred = ViewPredictions(val=labels[0], rotated={a: labels[k + 1] for k, a in enumerate(angles)},
                                depth=depths[0] if nerf else None)
@@ -486,8 +486,15 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
     run = Path(run)
     trainer, scene, _, _, cfg = load_trained(run, data, max_views=max_train_views)
     rows = evaluate_trained(trainer, scene, data, cfg, eval_cfg, progress=progress)
+    notes = []
     if ablations:
-        for ab in (Ablation(ultrametric=False), Ablation(hierarchical_sampling=False), Ablation(depth_continuity=False)):
+        variants = [Ablation(ultrametric=False), Ablation(hierarchical_sampling=False)]
+        if trainer.geometry == "nerf":
+            variants.append(Ablation(depth_continuity=False))
+        else:
+            notes.append("The depth continuity ablation is skipped: in depth geometry the given depth is exact "
+                         "and the loss (Eq. 5) is not used.")
+        for ab in variants:
             sub = dataclasses.replace(cfg, ablation=ab)
             t, sc, _ = train_run(data, run / "ablations" / ab.name, sub, progress=progress, max_views=max_train_views)
             r = evaluate_trained(t, sc, data, sub, eval_cfg, with_input_masks=False, progress=progress)
@@ -499,7 +506,8 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
     ec = eval_cfg or EvalConfig()
     header = (f"Evaluation of `{run}` on `{data}` (val split; masks: {cfg.masks.source}; preset: {cfg.preset}; "
               f"geometry: {cfg.geometry}; thresholds 0.01-{ec.max_threshold:g} in steps of 0.01).\n"
-              "NC, SI and VC in percent; depth error in normalised scene units.\n\n")
+              "NC, SI and VC in percent; depth error in normalised scene units.\n"
+              + "".join(n + "\n" for n in notes) + "\n")
     (out / "eval.md").write_text(header + table + "\n")
     (out / "eval.json").write_text(json.dumps(rows, indent=1, allow_nan=True))
     return out / "eval.md"

@@ -73,6 +73,21 @@ def test_hierarchical_loss_matches_within_levels_only():
     assert abs(want - mixed) > 0.1
 
 
+def test_level_weighting_gives_each_level_one_vote():
+    tau = 0.1
+    # level 1: one positive/negative pair; level 2: two pairs
+    ps = make_pairs([True, False, True, True, False, False], [1, 1, 2, 2, 2, 2], [0, 0, 1, 2, 1, 2])
+    d = torch.tensor([0.2, 0.6, 0.1, 0.3, 0.5, 0.2])
+    l1 = softplus((0.2 - 0.6) / tau)
+    l2 = [softplus((0.1 - 0.5) / tau), softplus((0.3 - 0.2) / tau)]
+    by_pairs = hierarchical_contrastive_loss(d, ps, tau).item()
+    by_levels = hierarchical_contrastive_loss(d, ps, tau, level_weighting="levels").item()
+    assert by_pairs == pytest.approx((l1 + sum(l2)) / 3, rel=1e-6)
+    assert by_levels == pytest.approx((l1 + sum(l2) / 2) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="level_weighting"):
+        hierarchical_contrastive_loss(d, ps, tau, level_weighting="nodes")
+
+
 def test_hierarchical_loss_ratio_and_skips():
     tau = 0.1
     # level 1: one positive, two negatives (2:1); level 3: only negatives -> skipped
