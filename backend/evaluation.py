@@ -170,18 +170,4 @@ def input_mask_predictions(val: Scene, rotated: dict[float, Scene], make) -> Vie
 
 def format_rows(rows: dict[str, dict[str, float]]) -> str:
     """Markdown table like the paper's Table 1 (NC, SI, VC in percent; depth error in normalised units)."""
-    head = "| method | " + " | ".join(COLUMNS) + " |"
-    sep = "|---" * (len(COLUMNS) + 1) + "|"
-    lines = [head, sep]
-    for name, row in rows.items():
-        cells = []
-        for c in COLUMNS:
-            v = row.get(c, float("nan"))
-            if np.isnan(v):
-                cells.append("–")
-            elif c == "depth_err":
-                cells.append(f"{v:.4f}")
-            else:
-                cells.append(f"{100 * v:.1f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return metrics.format_table(rows, COLUMNS, raw_columns=("depth_err",))

@@ -384,9 +384,10 @@ def depth_error(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None = Non
 
 
 def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str] = TABLE1_COLUMNS,
-                 label: str = "method") -> str:
+                 label: str = "method", raw_columns: Sequence[str] = ()) -> str:
     """Markdown table like the paper's Table 1: one row per method, values (fractions in [0, 1]) shown as
-    percentages with one decimal; missing or ``nan`` values as ``-``.
+    percentages with one decimal, except ``raw_columns`` (e.g. a depth error) shown as numbers with four
+    decimals; missing or ``nan`` values as ``-``.
 
     >>> print(format_table({"Ours": {"NC_obj": 0.48, "SI": 1.0}}, columns=("NC_obj", "SI", "VC")))
     | method | NC_obj | SI | VC |
@@ -398,6 +399,9 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]
         cells = []
         for c in columns:
             v = vals.get(c)
-            cells.append("-" if v is None or not np.isfinite(v) else f"{100.0 * float(v):.1f}")
+            if v is None or not np.isfinite(v):
+                cells.append("-")
+            else:
+                cells.append(f"{float(v):.4f}" if c in raw_columns else f"{100.0 * float(v):.1f}")
         lines.append("| " + " | ".join([str(name), *cells]) + " |")
     return "\n".join(lines)

@@ -119,11 +119,7 @@ def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.nd
     dist, idx = dist.reshape(len(queries), k), idx.reshape(len(queries), k)
     near = dist[:, 0] <= max_distance
     for i in range(t):
-        nb = labels[i][idx[near]]                                   # [Q', k]
-        votes = (nb[:, :, None] == nb[:, None, :]).sum(2) * (nb >= 0)  # [Q', k] count of each candidate
-        best = nb[np.arange(len(nb)), votes.argmax(1)]
-        best[votes.max(1) == 0] = -1
-        out[i, near] = best
+        out[i, near] = segtree.mode_vote(labels[i][idx[near]])
     return out
 
 

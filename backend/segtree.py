@@ -420,6 +420,22 @@ def segment_feature_map(features: np.ndarray, thresholds: np.ndarray, max_segmen
     return out.reshape(th.size, h, w)
 
 
+def mode_vote(votes: np.ndarray) -> np.ndarray:
+    """Mode of each row of neighbour labels, nearest-first (``-1`` does not vote; ties go to the nearest tied
+    label; a row with no vote gives -1).
+
+    Shape: ``votes`` int [Q, k] (columns ordered by distance) -> int64 [Q].
+
+    >>> mode_vote(np.array([[3, 5, 5], [3, 5, -1], [-1, -1, -1]])).tolist()
+    [5, 3, -1]
+    """
+    votes = np.asarray(votes, np.int64)
+    counts = (votes[:, :, None] == votes[:, None, :]).sum(-1) * (votes >= 0)  # [Q, k] count of each label
+    winner = votes[np.arange(votes.shape[0]), np.argmax(counts, axis=1)]  # first max = nearest among ties
+    winner[counts.max(axis=1, initial=0) == 0] = -1
+    return winner
+
+
 def propagate_labels(points: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int = 5,
                      max_distance: float = 5e-3) -> np.ndarray:
     """Label new points by the mode of the ``k`` nearest labelled points (PAPER.md "Inference / 3D").
@@ -449,9 +465,7 @@ def propagate_labels(points: np.ndarray, labels: np.ndarray, queries: np.ndarray
     kk = min(k, ref.shape[0])
     dist, idx = cKDTree(ref).query(q, k=kk)
     dist = dist.reshape(q.shape[0], kk)
-    votes = ref_lab[idx.reshape(q.shape[0], kk)]
-    counts = (votes[:, :, None] == votes[:, None, :]).sum(-1)  # [Q, k, k] -> count of each neighbour's label
-    winner = votes[np.arange(q.shape[0]), np.argmax(counts, axis=1)]  # first max = nearest among ties
+    winner = mode_vote(ref_lab[idx.reshape(q.shape[0], kk)])
     near = dist[:, 0] <= max_distance
     out[near] = winner[near]
     return out
