@@ -509,5 +509,6 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
               "NC, SI and VC in percent; depth error in normalised scene units.\n"
               + "".join(n + "\n" for n in notes) + "\n")
     (out / "eval.md").write_text(header + table + "\n")
-    (out / "eval.json").write_text(json.dumps(rows, indent=1, allow_nan=True))
+    finite = {name: {k: (v if np.isfinite(v) else None) for k, v in row.items()} for name, row in rows.items()}
+    (out / "eval.json").write_text(json.dumps(finite, indent=1))  # null where a metric does not apply
     return out / "eval.md"

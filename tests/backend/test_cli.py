@@ -79,3 +79,15 @@ def test_bad_thresholds_rejected_by_argparse(tmp_path):
 
 def test_unknown_preset(tiny_dataset, tmp_path):
     assert_clean_error(run_cli("train", str(tiny_dataset), str(tmp_path / "run"), "--preset", "nope"), "preset")
+
+
+def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
+    out = tmp_path / "demo"
+    res = run_cli("demo", "--out", str(out), "--views", "6", "--res", "48", "--iterations", "30", "--quiet")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "| ours-3D |" in res.stdout and "demo finished" in res.stdout
+    for f in ("run/segmentation/points.ply", "run/segmentation/hierarchy.json", "eval.md", "eval.json"):
+        assert (out / f).is_file(), f
+    rows = json.loads((out / "eval.json").read_text())
+    assert set(rows) == {"input masks (2D)", "ours-2D", "ours-3D"}
+    assert 0.0 < rows["ours-3D"]["NC_mean"] <= 1.0
