@@ -25,7 +25,7 @@ import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import bpy
 import numpy as np
@@ -513,13 +513,12 @@ class RenderedViews:
         return self.rgba[..., :3]
 
 
-def render_views(scene=None, config: RenderConfig | None = None, poses: np.ndarray | None = None,
-                 progress: ProgressFn | None = None) -> RenderedViews:
-    """Render ``config.n_train`` orbit views (or the given ``poses`` [N, 4, 4]) of the open ``scene``.
-
-    Defaults: the context scene and ``RenderConfig()``. With ``config.use_scene_cameras`` the scene's cameras
-    are used. The scene is left exactly as it was.
-    """
+def render_views_steps(scene=None, config: RenderConfig | None = None,
+                       poses: np.ndarray | None = None) -> Generator[tuple[int, int], None, RenderedViews]:
+    """:func:`render_views` one view at a time: yields ``(done, total)`` after each view and returns the
+    :class:`RenderedViews` (``StopIteration.value``). The scene stays prepared between steps, so a caller
+    (the add-on's modal operator) can let Blender handle events between views; closing the generator early
+    restores the scene exactly as :func:`render_views` does."""
     scene = scene or bpy.context.scene
     config = config or RenderConfig()
     with prepared_scene(scene, config) as prep:
@@ -533,11 +532,27 @@ def render_views(scene=None, config: RenderConfig | None = None, poses: np.ndarr
                 poses = orbit_poses(config.n_train, prep.centre, dist, config.seed, 0, config.hemisphere)
         poses = np.asarray(poses, dtype=np.float64)
         views = []
-        for k, c2w in enumerate(poses):
+        for c2w in poses:
             views.append(prep.renderer.render(c2w))
-            if progress is not None:
-                progress(k + 1, len(poses), "render")
+            yield len(views), len(poses)
         K = intrinsics(config.width, config.height, config.camera_angle_x)
         return RenderedViews(rgba=np.stack([v.rgba for v in views]), depth=np.stack([v.depth for v in views]),
                              ids=np.stack([v.ids for v in views]), c2w=poses.astype(np.float32),
                              K=K.astype(np.float32), hierarchy=prep.hierarchy, bounds=prep.bounds)
+
+
+def render_views(scene=None, config: RenderConfig | None = None, poses: np.ndarray | None = None,
+                 progress: ProgressFn | None = None) -> RenderedViews:
+    """Render ``config.n_train`` orbit views (or the given ``poses`` [N, 4, 4]) of the open ``scene``.
+
+    Defaults: the context scene and ``RenderConfig()``. With ``config.use_scene_cameras`` the scene's cameras
+    are used. The scene is left exactly as it was.
+    """
+    steps = render_views_steps(scene, config, poses)
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total, "render")

@@ -1,7 +1,10 @@
 """Segment Scene: render views of the open scene (the dataset tools' code), submit them to the job server.
 
-Rendering runs on the main thread (bpy cannot render elsewhere); everything after the submit runs in
-the client thread, followed by :func:`blender_addon.runtime.pump` on a timer.
+Rendering has to run on the main thread (bpy cannot render elsewhere). From the UI the operator is
+modal: it renders ONE view per timer event, so Blender redraws, shows progress and takes clicks
+(Cancel, Esc) between views; from scripts and headless sessions ``execute`` renders all views at once.
+Everything after the submit runs in the client thread, followed by :func:`blender_addon.runtime.pump`
+on a timer.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ class USEG_OT_segment_scene(bpy.types.Operator):
             return False
         return True
 
-    def execute(self, context):
-        scene = context.scene
+    def _settings(self, context):
+        """(render config, job options) from the operator and the preferences; reports and returns None
+        when they are invalid."""
         prefs = get_preferences(context)
         try:
             config = render_config(prefs, self.views, self.resolution, self.samples, self.engine)
@@ -59,27 +63,97 @@ class USEG_OT_segment_scene(bpy.types.Operator):
             options.job_options()
         except (DatasetError, P.ProtocolError) as e:
             self.report({"ERROR"}, f"Invalid settings: {e}")
-            return {"CANCELLED"}
-        from ..dataset_tools.render import render_views
+            return None
+        return config, options
 
-        state = jobstate.start_rendering(runtime.SESSION.state, config.n_train)
-        runtime.set_state(scene, state)
+    def _begin(self, context, config):
+        from ..dataset_tools.render import render_views_steps
+
+        self._scene = context.scene
+        runtime.set_state(self._scene, jobstate.start_rendering(runtime.SESSION.state, config.n_train))
+        self._steps = render_views_steps(self._scene, config)
+
+    def _step(self) -> bool:
+        """Render one view; True when all are done (``self._views`` then holds them)."""
+        try:
+            done, total = next(self._steps)
+        except StopIteration as stop:
+            self._views = stop.value
+            return True
+        runtime.set_state(self._scene, jobstate.render_progress(runtime.SESSION.state, done, total))
+        return False
+
+    def _fail(self, error: Exception) -> set[str]:
+        runtime.set_state(self._scene, jobstate.fail(runtime.SESSION.state, "render_failed", str(error)))
+        self.report({"ERROR"}, f"Rendering the views failed: {error}")
+        return {"CANCELLED"}
+
+    def _submit(self, context, options) -> set[str]:
+        prefs = get_preferences(context)
+        v = self._views
+        try:
+            submit = build_submit(v.rgba, v.c2w, v.K, v.depth, options)
+        except P.ProtocolError as e:
+            return self._fail(e)
+        runtime.start(self._scene, submit, client_config(prefs))
+        self.report({"INFO"}, f"Rendered {len(v.c2w)} views; sending them to {prefs.server_address}")
+        return {"FINISHED"}
+
+    def execute(self, context):
+        settings = self._settings(context)
+        if settings is None:
+            return {"CANCELLED"}
+        config, options = settings
         wm = context.window_manager
         wm.progress_begin(0, config.n_train)
-
-        def progress(done: int, total: int, _what: str) -> None:
-            runtime.set_state(scene, jobstate.render_progress(runtime.SESSION.state, done, total))
-            wm.progress_update(done)
-
         try:
-            views = render_views(scene, config, progress=progress)
-            submit = build_submit(views.rgba, views.c2w, views.K, views.depth, options)
-        except (DatasetError, P.ProtocolError, RuntimeError, OSError) as e:
-            runtime.set_state(scene, jobstate.fail(runtime.SESSION.state, "render_failed", str(e)))
-            self.report({"ERROR"}, f"Rendering the views failed: {e}")
-            return {"CANCELLED"}
+            self._begin(context, config)
+            while not self._step():
+                wm.progress_update(runtime.SESSION.state.step)
+        except (DatasetError, RuntimeError, OSError) as e:
+            return self._fail(e)
         finally:
             wm.progress_end()
-        runtime.start(scene, submit, client_config(prefs))
-        self.report({"INFO"}, f"Rendered {config.n_train} views; sending them to {prefs.server_address}")
-        return {"FINISHED"}
+        return self._submit(context, options)
+
+    def invoke(self, context, event):
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        settings = self._settings(context)
+        if settings is None:
+            return {"CANCELLED"}
+        self._config, self._options = settings
+        try:
+            self._begin(context, self._config)
+        except (DatasetError, RuntimeError, OSError) as e:
+            return self._fail(e)
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.01, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def _end_modal(self, context) -> None:
+        context.window_manager.event_timer_remove(self._timer)
+        for area in context.screen.areas if context.screen else ():
+            area.tag_redraw()
+
+    def modal(self, context, event):
+        cancelled = runtime.SESSION.state.phase == jobstate.Phase.CANCELLED
+        if event.type == "ESC" or cancelled:
+            self._steps.close()  # restores the scene
+            if not cancelled:
+                runtime.set_state(self._scene, jobstate.request_cancel(runtime.SESSION.state))
+            self._end_modal(context)
+            self.report({"WARNING"}, "Segment Scene cancelled while rendering")
+            return {"CANCELLED"}
+        if event.type != "TIMER" or event.timer is not self._timer:
+            return {"PASS_THROUGH"}
+        try:
+            finished = self._step()
+        except (DatasetError, RuntimeError, OSError) as e:
+            self._end_modal(context)
+            return self._fail(e)
+        if not finished:
+            return {"RUNNING_MODAL"}
+        self._end_modal(context)
+        return self._submit(context, self._options)

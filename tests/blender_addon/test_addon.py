@@ -112,7 +112,8 @@ def test_server_down_is_a_clear_report_not_a_hang(addon):
     scene, bpy, runtime = addon
     preferences.FALLBACK.server_address = f"tcp://127.0.0.1:{free_port()}"
     preferences.FALLBACK.timeout_s = 1.0
-    assert bpy.ops.useg.segment_scene() == {"FINISHED"}
+    # As the panel's button calls it (invoke); headless there is no window, so it renders at once.
+    assert bpy.ops.useg.segment_scene("INVOKE_DEFAULT") == {"FINISHED"}
     assert pump_until_idle(runtime, 10) < 6
     props = scene.ultrametric_seg
     assert props.phase == "failed" and "no reply from the job server" in props.error

@@ -94,3 +94,31 @@ def test_render_dataset_from_open_scene(open_table_set, tmp_path):
                                                                     height=24, samples=1, rotations=(10.0,)))
     assert res.rendered == 3 and (tmp_path / "ds/val_visible/r_0_rotate.png").is_file()
     assert len(bpy.data.objects) == n_before
+
+
+def test_step_by_step_render_equals_render_views_and_early_close_restores(open_table_set):
+    """The add-on's modal operator renders one view per timer event through ``render_views_steps``."""
+    from dataset_tools.render import render_views, render_views_steps
+
+    scene, bpy = open_table_set
+    before = _snapshot(scene, bpy)
+    cfg = make_config(n_train=3, width=24, height=24, samples=2, engine="workbench")
+    steps = render_views_steps(scene, cfg)
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps))
+            assert _snapshot(scene, bpy) != before  # prepared (temporary camera) between steps
+        except StopIteration as stop:
+            stepped = stop.value
+            break
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert _snapshot(scene, bpy) == before
+    whole = render_views(scene, cfg)
+    np.testing.assert_array_equal(stepped.ids, whole.ids)
+    np.testing.assert_array_equal(stepped.depth, whole.depth)
+    # cancelled after one view (Esc / Cancel in the panel): the scene is restored at once
+    steps = render_views_steps(scene, cfg)
+    assert next(steps) == (1, 3)
+    steps.close()
+    assert _snapshot(scene, bpy) == before
