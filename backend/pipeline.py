@@ -135,27 +135,9 @@ def _config_json(cfg: PipelineConfig) -> dict:
 
 
 def _config_from_json(d: dict) -> PipelineConfig:
-    from backend.masks.classical import ClassicalConfig
-    from backend.masks.given import GivenConfig
-    from backend.masks.noisy_gt import NoisyGtConfig
-    from backend.masks.sam import SamConfig
+    from backend.configs import dataclass_from_dict
 
-    def build(cls, values):
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-    m = d.get("masks", {})
-    masks = MaskConfig(source=m.get("source", "classical"),
-                       classical=build(ClassicalConfig, m.get("classical", {})),
-                       sam=build(SamConfig, m.get("sam", {})),
-                       given=build(GivenConfig, m.get("given", {})),
-                       noisy_gt=build(NoisyGtConfig, m.get("noisy_gt", {})))
-    out = build(PipelineConfig, {k: v for k, v in d.items() if k not in ("masks", "ablation", "segment", "pointcloud")})
-    out.masks = masks
-    out.ablation = build(Ablation, d.get("ablation", {}))
-    out.segment = build(SegmentConfig, d.get("segment", {}))
-    out.pointcloud = build(PointCloudConfig, d.get("pointcloud", {}))
-    return out
+    return dataclass_from_dict(PipelineConfig, d)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import time
-import typing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from backend.configs import dataclass_from_dict
 from backend.field.encoding import HashGridConfig
 from backend.field.model import UltrametricField, UltrametricFieldConfig, scaled_config
 from backend.field.occupancy import OccupancyGrid
@@ -201,26 +201,9 @@ def preset(name: str, **overrides: Any) -> TrainConfig:
     return replace(PRESETS[name], **overrides)
 
 
-def _from_dict(cls: type, data: dict[str, Any]) -> Any:
-    """Rebuild a (nested) config dataclass from :func:`dataclasses.asdict` output (JSON round trip)."""
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        if key not in names:
-            continue
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-            value = _from_dict(tp, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """:class:`TrainConfig` from ``asdict(cfg)`` (e.g. read back from ``train_config.json``)."""
-    return _from_dict(TrainConfig, data)
+    return dataclass_from_dict(TrainConfig, data)
 
 
 # ----------------------------------------------------------------------------------------------------------------
