@@ -158,6 +158,15 @@ def _best_threshold(table: IoUTable, pred_flat: np.ndarray, g: np.ndarray, p: np
 # Normalized Covering (Eq. 6)
 
 
+def _pred_and_eligible_masks(pred: np.ndarray, gt_masks: np.ndarray,
+                             min_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Checked ``pred`` int [T,H,W] and the GT masks of at least ``min_size`` pixels (None when there are none)."""
+    pred = _as_pred(pred)
+    masks = _as_masks(gt_masks, pred.shape[1:])
+    keep = _eligible(masks, min_size)
+    return pred, (masks[keep] if keep.any() else None)
+
+
 def normalized_covering(pred: np.ndarray, gt_masks: np.ndarray, min_size: int = 20) -> float:
     """Normalized Covering, Eq. 6: ``NC = 1/|S| sum_{A in S} max_{A'} |A n A'| / |A u A'|``.
 
@@ -170,12 +179,10 @@ def normalized_covering(pred: np.ndarray, gt_masks: np.ndarray, min_size: int = 
     >>> normalized_covering(pred, np.array([[[True, True, True, False]]]), min_size=1)
     0.6666666666666666
     """
-    pred = _as_pred(pred)
-    masks = _as_masks(gt_masks, pred.shape[1:])
-    keep = _eligible(masks, min_size)
-    if not keep.any():
+    pred, masks = _pred_and_eligible_masks(pred, gt_masks, min_size)
+    if masks is None:
         return float("nan")
-    return float(iou_table(pred, masks[keep]).best_per_mask().mean())
+    return float(iou_table(pred, masks).best_per_mask().mean())
 
 
 def normalized_covering_sampled(pred: np.ndarray, gt_masks: np.ndarray, rng: np.random.Generator,
@@ -186,12 +193,9 @@ def normalized_covering_sampled(pred: np.ndarray, gt_masks: np.ndarray, rng: np.
     Never above :func:`normalized_covering`; equal when every segment of interest gets sampled.
     Shape: ``pred`` int [T, H, W], ``gt_masks`` bool [G, H, W].
     """
-    pred = _as_pred(pred)
-    masks = _as_masks(gt_masks, pred.shape[1:])
-    keep = _eligible(masks, min_size)
-    if not keep.any():
+    pred, masks = _pred_and_eligible_masks(pred, gt_masks, min_size)
+    if masks is None:
         return float("nan")
-    masks = masks[keep]
     T, h, w = pred.shape
     flat = pred.reshape(T, h * w)
     table = iou_table(pred, masks)
@@ -243,12 +247,9 @@ def segmentation_injectivity(pred: np.ndarray, gt_masks: np.ndarray, rng: np.ran
 
     Shape: ``pred`` int [T, H, W], ``gt_masks`` bool [G, H, W].
     """
-    pred = _as_pred(pred)
-    masks = _as_masks(gt_masks, pred.shape[1:])
-    keep = _eligible(masks, min_size)
-    if not keep.any():
+    pred, masks = _pred_and_eligible_masks(pred, gt_masks, min_size)
+    if masks is None:
         return float("nan")
-    masks = masks[keep]
     T, h, w = pred.shape
     P = h * w
     flat = pred.reshape(T, P)
