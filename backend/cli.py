@@ -51,6 +51,13 @@ class ProgressBars:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self.stage = None
+
+    def __enter__(self) -> "ProgressBars":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -166,12 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from backend.pipeline import train_run
 
-    bars = ProgressBars(not args.quiet)
-    try:
-        trainer, _, _ = train_run(args.data, args.run, _pipeline_config(args), progress=bars,
-                                  resume=not args.restart, max_views=args.max_views)
-    finally:
-        bars.close()
+    with ProgressBars(not args.quiet) as bars:
+        train_run(args.data, args.run, _pipeline_config(args), progress=bars, resume=not args.restart,
+                  max_views=args.max_views)
     print(f"trained: {args.run} (checkpoint.pt); next: backend segment {args.run}")
     return 0
 
@@ -179,11 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_segment(args: argparse.Namespace) -> int:
     from backend.pipeline import segment_run
 
-    bars = ProgressBars(not args.quiet)
-    try:
+    with ProgressBars(not args.quiet) as bars:
         out = segment_run(args.run, args.thresholds, args.out, data=args.data, progress=bars)
-    finally:
-        bars.close()
     print(f"segmentation written to {out} (points.ply, hierarchy.json, result.npz, views/)")
     return 0
 
@@ -192,13 +193,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from backend.evaluation import EvalConfig
     from backend.pipeline import evaluate_run
 
-    bars = ProgressBars(not args.quiet)
-    try:
+    with ProgressBars(not args.quiet) as bars:
         md = evaluate_run(args.data, args.run, args.out, ablations=args.ablations,
                           eval_cfg=EvalConfig(max_views=args.max_views, max_threshold=args.max_threshold),
                           progress=bars)
-    finally:
-        bars.close()
     print(md.read_text())
     print(f"written: {md}")
     return 0
@@ -238,8 +236,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = PipelineConfig(preset="cpu", iterations=args.iterations, device=_device(args.device),
                          masks=MaskConfig(source=args.masks))
     run = out / "run"
-    bars = ProgressBars(not args.quiet)
-    try:
+    with ProgressBars(not args.quiet) as bars:
         print(f"[2/4] masks ({args.masks}) and training (preset cpu) -> {run}", flush=True)
         train_run(data, run, cfg, progress=bars)
         bars.close()
@@ -248,8 +245,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         bars.close()
         print("[4/4] evaluation (NC / SI / VC)", flush=True)
         md = evaluate_run(data, run, out, eval_cfg=EvalConfig(rotations=(10.0, 45.0)), progress=bars)
-    finally:
-        bars.close()
     print(md.read_text())
     print(f"demo finished in {time.monotonic() - start:.0f} s. Everything is in {out.resolve()}:\n"
           f"  {seg / 'points.ply'} (open in Blender or MeshLab; label_<k> per threshold)\n"
