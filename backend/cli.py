@@ -74,7 +74,7 @@ def _thresholds(text: str) -> list[float]:
 
 
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
-    from backend.masks.base import PROVIDERS
+    from backend.method.masks.base import PROVIDERS
 
     p.add_argument("--preset", default="cpu", help="trainer preset: paper, default, fast, cpu (default %(default)s)")
     p.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
@@ -100,9 +100,9 @@ def _device(name: str) -> str:
 
 
 def _pipeline_config(args: argparse.Namespace):
-    from backend.masks.base import MaskConfig
-    from backend.masks.sam import SamConfig
-    from backend.pipeline import Ablation, PipelineConfig
+    from backend.method.masks.base import MaskConfig
+    from backend.method.masks.sam import SamConfig
+    from backend.method.pipeline import Ablation, PipelineConfig
 
     masks = MaskConfig(source=args.masks)
     if args.sam_checkpoint is not None:
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Commands
 # ----------------------------------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
-    from backend.pipeline import train_run
+    from backend.method.pipeline import train_run
 
     with ProgressBars(not args.quiet) as bars:
         train_run(args.data, args.run, _pipeline_config(args), progress=bars, resume=not args.restart,
@@ -181,7 +181,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from backend.pipeline import segment_run
+    from backend.method.pipeline import segment_run
 
     with ProgressBars(not args.quiet) as bars:
         out = segment_run(args.run, args.thresholds, args.out, data=args.data, progress=bars)
@@ -190,8 +190,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from backend.evaluation import EvalConfig
-    from backend.pipeline import evaluate_run
+    from backend.method.evaluation import EvalConfig
+    from backend.method.pipeline import evaluate_run
 
     with ProgressBars(not args.quiet) as bars:
         md = evaluate_run(args.data, args.run, args.out, ablations=args.ablations,
@@ -218,9 +218,9 @@ def _render_example(name: str, out: Path, views: int, res: int, quiet: bool) -> 
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from backend.evaluation import EvalConfig
-    from backend.masks.base import MaskConfig
-    from backend.pipeline import PipelineConfig, evaluate_run, segment_run, train_run
+    from backend.method.evaluation import EvalConfig
+    from backend.method.masks.base import MaskConfig
+    from backend.method.pipeline import PipelineConfig, evaluate_run, segment_run, train_run
 
     start = time.monotonic()
     out = args.out
@@ -253,17 +253,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from backend.data import DataError
-    from backend.masks.errors import MaskSourceError
-    from backend.pipeline import RunError
-    from backend.scene import SceneError
+    from backend.method.data import DataError
+    from backend.method.masks.errors import MaskSourceError
+    from backend.method.pipeline import RunError
+    from backend.core.scene import SceneError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     known = (DataError, RunError, SceneError, MaskSourceError, FileNotFoundError, NotADirectoryError,
              PermissionError)
     try:
-        from backend.train import TrainError  # noqa: F401 - optional, named trainer errors
+        from backend.method.trainer import TrainError  # noqa: F401 - optional, named trainer errors
         known = known + (TrainError,)
     except ImportError:
         pass

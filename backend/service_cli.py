@@ -6,7 +6,7 @@ Register them in the ``backend`` CLI with::
     add_serve_parser(sub); add_submit_parser(sub); add_keys_parser(sub)
     args = parser.parse_args(); return args.func(args)
 
-``python -m backend.server [serve flags]`` runs the server alone (:func:`serve_main`).
+``python -m backend.service.server [serve flags]`` runs the server alone (:func:`serve_main`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from backend.protocol import JobOptions, Limits
+from backend.wire.protocol import JobOptions, Limits
 
 
 # -- serve -------------------------------------------------------------------------------------
@@ -34,7 +34,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-message-mb", type=float, default=2048.0, help="largest accepted message frame (MiB)")
     p.add_argument("--client-timeout", type=float, default=60.0, help="seconds of client silence that orphan a job")
     p.add_argument("--cancel-orphans", action="store_true", help="cancel jobs whose clients all went silent")
-    p.add_argument("--run-job", default=None, help="job function module:function (default backend.pipeline:run_job)")
+    p.add_argument("--run-job", default=None, help="job function module:function (default backend.method.pipeline:run_job)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -46,7 +46,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from backend.server import ConfigError, JobServer, JobServerConfig, load_run_job
+    from backend.service.server import ConfigError, JobServer, JobServerConfig, load_run_job
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     max_bytes = int(args.max_message_mb * 2**20)
@@ -71,8 +71,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def serve_main(argv: list[str] | None = None) -> int:
-    """``python -m backend.server``: the serve command alone."""
-    p = argparse.ArgumentParser(prog="python -m backend.server", description="ZeroMQ job server")
+    """``python -m backend.service.server``: the serve command alone."""
+    p = argparse.ArgumentParser(prog="python -m backend.service.server", description="ZeroMQ job server")
     add_serve_arguments(p)
     return cmd_serve(p.parse_args(argv))
 
@@ -105,10 +105,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
     """Load the folder's train split, submit it, show progress (tqdm on stderr), write the result
     like ``backend segment`` (``points.ply``, ``hierarchy.json``, ``result.npz``; paths on stdout).
     Ctrl-C cancels the job on the server. Exit codes: 0 done, 1 error, 130 interrupted."""
-    from backend.client import JobClient, JobError, ServerUnavailable
-    from backend.data import load_scene
-    from backend.protocol import ProtocolError
-    from backend.result_files import write_outputs
+    from backend.service.client import JobClient, JobError, ServerUnavailable
+    from backend.method.data import load_scene
+    from backend.wire.protocol import ProtocolError
+    from backend.wire.result_files import write_outputs
 
     options = JobOptions(
         preset=args.preset, iterations=args.iterations, mask_source=args.mask_source, geometry=args.geometry,
@@ -139,13 +139,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 class _ProgressBars:
-    """One tqdm bar per pipeline stage, fed with :class:`backend.protocol.Progress` messages."""
+    """One tqdm bar per pipeline stage, fed with :class:`backend.wire.protocol.Progress` messages."""
 
     def __init__(self) -> None:
         self.bar = None
         self.stage: str | None = None
 
-    def __call__(self, p) -> None:  # noqa: ANN001 - backend.protocol.Progress
+    def __call__(self, p) -> None:  # noqa: ANN001 - backend.wire.protocol.Progress
         from tqdm import tqdm
 
         if p.stage != self.stage or self.bar is None:
@@ -188,7 +188,7 @@ def add_keys_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from backend.keys import CLIENT_SECRET, SERVER_PUBLIC, KeysError, create_keys
+    from backend.service.keys import CLIENT_SECRET, SERVER_PUBLIC, KeysError, create_keys
 
     try:
         folder = create_keys(args.dir, overwrite=args.force)

@@ -20,7 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from backend import segtree
+from backend.core import linkage_tree
 
 
 def make_cloud(n: int, rng: np.random.Generator, dim: int = 16, cells: int = 300):
@@ -41,7 +41,7 @@ def brute_force(n: int, src, dst, w, thresholds, max_segments: int) -> np.ndarra
         m = w < t
         graph = coo_matrix((np.ones(int(m.sum()), np.int8), (src[m], dst[m])), shape=(n, n))
         _, lab = connected_components(graph, directed=False)
-        out[i] = segtree.relabel_by_size(lab, max_segments)
+        out[i] = linkage_tree.relabel_by_size(lab, max_segments)
     return out
 
 
@@ -66,17 +66,17 @@ def main() -> None:
 
     t0 = time.perf_counter()
     pts, feats = make_cloud(args.points, rng)
-    src, dst = segtree.knn_graph(pts, k=args.k)
-    w = segtree.feature_distances(feats, src, dst)
+    src, dst = linkage_tree.knn_graph(pts, k=args.k)
+    w = linkage_tree.feature_distances(feats, src, dst)
     t_graph = time.perf_counter() - t0
     print(f"graph: {args.points} points, {src.size} edges (k={args.k}), built in {t_graph:.2f} s (not timed below)")
 
     t0 = time.perf_counter()
-    tree = segtree.single_linkage_tree(args.points, src, dst, w)
+    tree = linkage_tree.single_linkage_tree(args.points, src, dst, w)
     t1 = time.perf_counter()
-    first = segtree.cut_many(tree, thresholds[:1], args.max_segments)  # includes the once-per-tree preprocessing
+    first = linkage_tree.cut_many(tree, thresholds[:1], args.max_segments)  # includes the once-per-tree preprocessing
     t2 = time.perf_counter()
-    rest = segtree.cut_many(tree, thresholds[1:], args.max_segments)
+    rest = linkage_tree.cut_many(tree, thresholds[1:], args.max_segments)
     t3 = time.perf_counter()
     labels_tree = np.concatenate([first, rest])
     t_tree = t3 - t0

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from backend.field.encoding import HASH_PRIMES, HashGridConfig, TorchHashGrid, grid_layout, make_encoder, select_backend
+from backend.method.field.encoding import HASH_PRIMES, HashGridConfig, TorchHashGrid, grid_layout, make_encoder, select_backend
 
 
 class NaiveHashGrid(nn.Module):
@@ -79,8 +79,8 @@ def time_fwd_bwd(enc: nn.Module, x: Tensor, repeat: int) -> float:
 
 def synthetic_scene(n_views: int, size: int, masks_per_view: int = 60, seed: int = 0):
     """Boxes on a grid, exact planar depth; masks: boxes, visible faces, box groups, everything, random crops."""
-    from backend.geometry import pixel_centers, unproject
-    from backend.scene import Scene
+    from backend.core.geometry import pixel_centers, unproject
+    from backend.core.scene import Scene
 
     rng = np.random.default_rng(seed)
     boxes = []
@@ -139,7 +139,7 @@ def bench_train(args: argparse.Namespace) -> None:
     """Seconds per training step of a preset on :func:`synthetic_scene`."""
     from dataclasses import replace
 
-    from backend.train import PRESETS, Trainer
+    from backend.method.trainer import PRESETS, Trainer
 
     scene, masks = synthetic_scene(args.views, args.size, args.masks)
     cfg = replace(PRESETS[args.train], device=args.device, geometry=args.geometry)

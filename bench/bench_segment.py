@@ -6,11 +6,11 @@ novel views by the mode of their k = 5 nearest labelled points. The paper evalua
 (0.01-0.50) and reports ~5 s per granularity for 10 views.
 
 - ours: point cloud + fusion, kNN graph + ONE single-linkage tree, 50 cuts of it
-  (:meth:`backend.segment.Segmentation3D.labels`), then each view's depth is unprojected and ONE kNN query
-  labels it at all 50 thresholds (:func:`backend.segment.view_labels`);
+  (:meth:`backend.core.segment.Segmentation3D.labels`), then each view's depth is unprojected and ONE kNN query
+  labels it at all 50 thresholds (:func:`backend.core.segment.view_labels`);
 - reference (the released code's approach): the same fused cloud and kNN graph, then per threshold a separate
   scipy ``connected_components`` on the thresholded graph (200 largest kept) and, per threshold and view, a
-  fresh KD-tree over the labelled points and a query (:func:`backend.segtree.propagate_labels`).
+  fresh KD-tree over the labelled points and a query (:func:`backend.core.linkage_tree.propagate_labels`).
 
 Both sides share the fused cloud (its time is printed once and added to both totals). The cloud labels must
 define the same partitions; the agreement of the view labels is printed (the reference's KD-tree holds only
@@ -58,8 +58,8 @@ class Clock:
 
 
 def fused_cloud(trainer, scene, cfg):
-    """The feature point cloud of all training views, fused (as ``backend.pipeline.segment_field``)."""
-    from backend.pointcloud import fuse_points
+    """The feature point cloud of all training views, fused (as ``backend.method.pipeline.segment_field``)."""
+    from backend.core.pointcloud import fuse_points
 
     points, features, colors = trainer.feature_points(list(range(scene.num_views)))
     cloud = fuse_points(points, colors, features, cfg.pointcloud)
@@ -72,7 +72,7 @@ def fused_cloud(trainer, scene, cfg):
 
 def ours(cloud, views, thresholds, cfg, clock: Clock):
     """One tree, 50 cuts, one kNN query per view for all thresholds. Returns (cloud labels, view labels)."""
-    from backend.segment import segment_point_cloud, view_labels
+    from backend.core.segment import segment_point_cloud, view_labels
 
     seg = clock.time("kNN graph + single-linkage tree", segment_point_cloud, cloud, cfg.segment)
     labels = clock.time("50 cuts", seg.labels, thresholds, cfg.segment.max_segments)
@@ -86,12 +86,12 @@ def reference(cloud, views, thresholds, cfg, clock: Clock):
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from backend import segtree
-    from backend.geometry import unproject_depth
-    from backend.segment import bridge_components, feature_distance_edges
+    from backend.core import linkage_tree
+    from backend.core.geometry import unproject_depth
+    from backend.core.segment import bridge_components, feature_distance_edges
 
     def graph():
-        src, dst = segtree.knn_graph(cloud.points, k=cfg.segment.knn)
+        src, dst = linkage_tree.knn_graph(cloud.points, k=cfg.segment.knn)
         src, dst = bridge_components(cloud.points, src, dst)
         return src, dst, feature_distance_edges(cloud.features, src, dst)
 
@@ -104,12 +104,12 @@ def reference(cloud, views, thresholds, cfg, clock: Clock):
         def components():
             m = w < t
             g = coo_matrix((np.ones(int(m.sum()), np.int8), (src[m], dst[m])), shape=(n, n))
-            return segtree.relabel_by_size(connected_components(g, directed=False)[1], cfg.segment.max_segments)
+            return linkage_tree.relabel_by_size(connected_components(g, directed=False)[1], cfg.segment.max_segments)
 
         cloud_labels[i] = clock.time("connected components x50", components)
         for v, (d, _, _) in enumerate(views):
             view_out[v][i][d > 0] = clock.time(
-                "propagation (KD-tree per threshold and view)", segtree.propagate_labels, cloud.points,
+                "propagation (KD-tree per threshold and view)", linkage_tree.propagate_labels, cloud.points,
                 cloud_labels[i], queries[v], cfg.segment.propagate_k, cfg.segment.propagate_max_distance)
     return cloud_labels, view_out
 
@@ -125,7 +125,7 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
 
 def novel_views(data: Path, count: int = 10):
     """(depth, K, c2w) of ``count`` views: the val split first, then training views if it has fewer."""
-    from backend.data import load_scene
+    from backend.method.data import load_scene
 
     views = []
     for split in ("val", "train"):
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-reference", action="store_true", help="time only our path")
     args = ap.parse_args(argv)
 
-    from backend.pipeline import PipelineConfig, adapt_to_resolution, load_trained, train_run
-    from backend.segment import default_thresholds
+    from backend.method.pipeline import PipelineConfig, adapt_to_resolution, load_trained, train_run
+    from backend.core.segment import default_thresholds
 
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_segment_") as tmp:

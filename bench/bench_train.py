@@ -74,7 +74,7 @@ def time_steps(scene, masks, tc, phase: str, iterations: int, warmup: int = 1) -
 
     ``phase`` ``late`` starts the step counter at ``depth_continuity_start`` so Eq. 5 stencils are rendered.
     """
-    from backend.train import Trainer
+    from backend.method.trainer import Trainer
 
     tr = Trainer(scene, masks, tc)
     if phase == "late":
@@ -92,8 +92,8 @@ def time_steps(scene, masks, tc, phase: str, iterations: int, warmup: int = 1) -
 
 
 def run(data: Path, device: str, iterations: int, nerf_iterations: int, presets: list[str]) -> list[Timing]:
-    from backend.data import load_scene
-    from backend.pipeline import PipelineConfig, make_view_masks, train_config
+    from backend.method.data import load_scene
+    from backend.method.pipeline import PipelineConfig, make_view_masks, train_config
 
     scene = load_scene(data, "train")
     t0 = time.perf_counter()
@@ -113,7 +113,7 @@ def run(data: Path, device: str, iterations: int, nerf_iterations: int, presets:
 
 
 def report(timings: list[Timing], device: str) -> None:
-    from backend.train import PRESETS
+    from backend.method.trainer import PRESETS
 
     print("\n| preset | geometry | phase | iterations | s | it/s | ms/it |")
     print("|---|---|---|---|---|---|---|")

@@ -2,11 +2,11 @@
 
 1. Scene transfer: the submit of a 100-view 200x200 scene with depth (RGB uint8 + depth float32 +
    poses + intrinsics, ~28 MB). *Protocol*: the client encodes a ``Submit``
-   (:func:`backend.protocol.encode`, zero-copy frames) and sends it over DEALER -> ROUTER; the
-   receiver decodes and fully validates it (:func:`backend.protocol.decode`: dtypes, shapes,
+   (:func:`backend.wire.protocol.encode`, zero-copy frames) and sends it over DEALER -> ROUTER; the
+   receiver decodes and fully validates it (:func:`backend.wire.protocol.decode`: dtypes, shapes,
    limits, finiteness) and acks. *Raw*: the same bytes as one frame over a PAIR socket, ack.
    Also the full server round trip ``JobClient.submit`` -> ``accepted`` (decode, validation,
-   scene construction, state file) on a real :class:`backend.server.JobServer`.
+   scene construction, state file) on a real :class:`backend.service.server.JobServer`.
 2. Progress events: a job emitting 2,000 progress events back to back through the real server to
    a real ``JobClient`` (worker thread -> event queue -> ROUTER -> client decode), per event and
    each event's latency (emit -> client has it; back to back this is mostly queueing), against
@@ -33,7 +33,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend import protocol as P  # noqa: E402
+from backend.wire import protocol as P  # noqa: E402
 
 
 def make_payload(views: int = 100, size: int = 200, seed: int = 0) -> P.Submit:
@@ -115,14 +115,14 @@ def bench_scene_raw(ctx: zmq.Context, msg: P.Submit, repeats: int) -> list[float
     return times
 
 
-def _instant_job(scene, options, progress, should_stop, workdir):  # noqa: ANN001 - backend.server.RunJob
+def _instant_job(scene, options, progress, should_stop, workdir):  # noqa: ANN001 - backend.service.server.RunJob
     return P.JobResult(arrays={}, meta={})
 
 
 def bench_scene_server(msg: P.Submit, repeats: int, workdir: Path) -> list[float]:
     """Seconds from ``JobClient.submit`` to ``accepted`` on a real server (job itself instant)."""
-    from backend.client import JobClient
-    from backend.server import JobServer, JobServerConfig
+    from backend.service.client import JobClient
+    from backend.service.server import JobServer, JobServerConfig
 
     cfg = JobServerConfig(bind="tcp://127.0.0.1:*", device="cpu", workdir=workdir)
     times = []
@@ -146,8 +146,8 @@ def _pace(step: int, start: float, pace_s: float) -> None:
 def bench_progress_server(events: int, workdir: Path, pace_s: float = 0.0) -> tuple[float, list[float]]:
     """(seconds per event over the whole stream, latencies emit -> client) through the real server;
     events back to back, or one every ``pace_s``."""
-    from backend.client import JobClient
-    from backend.server import JobServer, JobServerConfig
+    from backend.service.client import JobClient
+    from backend.service.server import JobServer, JobServerConfig
 
     def chatty_job(scene, options, progress, should_stop, workdir):  # noqa: ANN001
         start = time.perf_counter()

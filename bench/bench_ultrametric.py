@@ -4,7 +4,7 @@ Workload (PAPER.md "Ultrametric distance"): P = 4,096 sampled pixels of a 200x20
 neighbours, about 100 masks -> ~6,400 positive and ~6,400 negative pairs (64 + 64 per mask, Algorithm 1), 256-d
 unit features (random, or spatially smooth). Timed: graph + tree + distances for all pairs.
 
-- OURS (backend.ultrametric): scipy KD-tree kNN, deduplicated undirected edges, ONE canonical BPT for positives and
+- OURS (backend.method.ultrametric): scipy KD-tree kNN, deduplicated undirected edges, ONE canonical BPT for positives and
   negatives together, vectorised LCA (Higra ``LCAFast``), gather of the bottleneck edge lengths.
 - REFERENCE (the released code's approach, re-implemented here from its description): dense [P, P] pixel
   distances and ``torch.topk`` for the kNN, one tree for the positives and another for the negatives (graph rebuilt
@@ -31,9 +31,9 @@ import higra as hg
 import numpy as np
 import torch
 
-from backend.mask_tree import mask_tree
-from backend.sampling import sample_hierarchical_pairs
-from backend.ultrametric import (
+from backend.core.mask_tree import mask_tree
+from backend.core.sampling import sample_hierarchical_pairs
+from backend.method.ultrametric import (
     knn_pixel_graph,
     mask_boundary_crossings,
     mask_boundary_prior,
@@ -117,7 +117,7 @@ def reference_distances(feat: torch.Tensor, points: torch.Tensor, pairs: np.ndar
 
 def ours(feat: torch.Tensor, uv: np.ndarray, pairs: np.ndarray, k: int = 10,
          masks: np.ndarray | None = None, stages: dict | None = None) -> tuple[torch.Tensor, np.ndarray, tuple]:
-    """backend.ultrametric: KD-tree kNN graph, ONE tree for all pairs, vectorised LCA."""
+    """backend.method.ultrametric: KD-tree kNN graph, ONE tree for all pairs, vectorised LCA."""
     stages = {} if stages is None else stages
     t0 = time.perf_counter()
     src, dst = knn_pixel_graph(uv, k=k)

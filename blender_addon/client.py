@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import protocol as P
+from backend.wire import protocol as P
 from .events import SERVER_UNAVAILABLE, ClientFailed, Sent, ThreadDone
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"

@@ -19,7 +19,7 @@ import numpy as np
 import bpy
 
 from .messages import SegmentationResult
-from .tree_cut import Cut, cut, point_colours, relabel_by_size
+from backend.wire.tree_cut import Cut, cut, point_colours, relabel_by_size
 
 COLLECTION_NAME = "Segmentation"
 COLOUR_ATTR = "segment_colour"

@@ -20,7 +20,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
-from . import protocol as P
+from backend.wire import protocol as P
 from .events import ClientFailed, Sent
 
 

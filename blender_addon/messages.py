@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from . import protocol as P
-from .tree_cut import TreeError, validate_tree
+from backend.wire import protocol as P
+from backend.wire.tree_cut import TreeError, validate_tree
 
 
 @dataclass(frozen=True)

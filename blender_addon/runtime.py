@@ -24,13 +24,13 @@ import numpy as np
 import bpy
 
 from . import importer
-from . import protocol as P
+from backend.wire import protocol as P
 from .client import ClientConfig, JobThread, drain
 from .events import ClientFailed, ThreadDone
 from .jobstate import JobState, Phase, apply_event, fail, format_eta, status_text
 from .messages import ResultError, SegmentationResult, load_result_file, result_from_message
 from .properties import state_of
-from .tree_cut import granularity_to_threshold, merge_altitudes, threshold_to_granularity
+from backend.wire.tree_cut import granularity_to_threshold, merge_altitudes, threshold_to_granularity
 
 #: Seconds between two timer calls while a job runs.
 PUMP_INTERVAL_S = 0.1

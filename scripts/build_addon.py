@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Build the installable Blender extension zip: ``python3 scripts/build_addon.py dist/``.
 
-1. Copies ``blender_addon/`` into a staging folder, resolving its symlinks (``protocol.py`` and
-   ``dataset_tools``) into real files and leaving out caches.
-2. Bundles pyzmq as wheels: for each Blender platform it asks pip for the binary wheel of the
+1. Copies ``blender_addon/`` into a staging folder, leaving out caches.
+2. Packs the add-on's share of this project into one pure-Python wheel (``ultrametric_seg_runtime``):
+   the wire contract ``backend/wire/`` (protocol, result files, tree cut), ``backend/core/geometry.py``
+   (the one camera convention) and ``dataset_tools/`` (rendering). The add-on imports them as
+   ``backend.wire`` and ``dataset_tools``, exactly the files the development environment imports: one
+   source of truth, no symlinks, no copies in the repository.
+3. Bundles pyzmq as wheels: for each Blender platform it asks pip for the binary wheel of the
    *installed* pyzmq version (``pip download pyzmq==<v> --only-binary=:all: --no-deps --platform ...``),
    which the configured (local) index or pip cache answers; nothing is fetched by this script itself.
    Platforms without a wheel are left out; with none at all the zip is built without wheels (the
    add-on then reports that pyzmq is missing) and the script says so.
-3. Writes the manifest's ``platforms`` and ``wheels`` from the wheels found, and zips everything with
+4. Writes the manifest's ``platforms`` and ``wheels`` from the wheels found, and zips everything with
    ``blender_manifest.toml`` at the root: ``<out>/<id>-<version>.zip``.
 
 Install the zip with Blender's extension installer (Edit > Preferences > Get Extensions > Install from
@@ -75,8 +79,50 @@ def wheel_platforms(filename: str) -> set[str]:
     return out
 
 
+#: Files of this repository the add-on imports at run time (packed into the runtime wheel).
+RUNTIME_FILES = ("backend/__init__.py", "backend/wire/*.py", "backend/core/__init__.py", "backend/core/geometry.py",
+                 "dataset_tools/*.py")
+RUNTIME_NAME = "ultrametric_seg_runtime"
+
+
+def runtime_wheel(dest: Path, version: str) -> Path:
+    """Write the pure-Python wheel of :data:`RUNTIME_FILES` (``py3-none-any``) into ``dest``; returns its path.
+
+    A wheel is a zip with a ``.dist-info`` folder (PEP 427): METADATA, WHEEL and a RECORD of sha256 hashes.
+    """
+    import base64
+    import hashlib
+
+    files = sorted({p for pattern in RUNTIME_FILES for p in REPO.glob(pattern) if p.is_file()})
+    if not files:
+        raise BuildError("no runtime files found to pack")
+    dist = f"{RUNTIME_NAME}-{version}.dist-info"
+    meta = {
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {RUNTIME_NAME}\nVersion: {version}\n"
+                            "Summary: wire protocol and dataset tools of the Ultrametric Segmentation add-on\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: build_addon.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    entries = [(p.relative_to(REPO).as_posix(), p.read_bytes()) for p in files]
+    entries += [(name, text.encode()) for name, text in meta.items()]
+    record = []
+    for name, data in entries:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist}/RECORD,,")
+    entries.append((f"{dist}/RECORD", ("\n".join(record) + "\n").encode()))
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"{RUNTIME_NAME}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            z.writestr(info, data)
+    return path
+
+
 def copy_package(dst: Path) -> None:
-    """Copy ``blender_addon/`` to ``dst`` with symlinks resolved into real files."""
+    """Copy ``blender_addon/`` to ``dst`` (no symlinks allowed)."""
     def ignore(folder: str, names: list[str]) -> set[str]:
         return {n for n in names if n in EXCLUDE_DIRS or n.endswith(EXCLUDE_SUFFIXES)}
 
@@ -106,8 +152,8 @@ def write_manifest(path: Path, wheels: list[str], platforms: list[str]) -> str:
     text = re.sub(r"(?m)^(platforms|wheels)\s*=.*\n", "", text)
     text = re.sub(r"(?m)^# Rewritten by .*\n", "", text)
     if wheels:
-        lines = "platforms = [{}]\nwheels = [\n{}]\n".format(
-            ", ".join(f'"{p}"' for p in platforms), "".join(f'    "./wheels/{w}",\n' for w in wheels))
+        lines = "platforms = [{}]\n".format(", ".join(f'"{p}"' for p in platforms)) if platforms else ""
+        lines += "wheels = [\n{}]\n".format("".join(f'    "./wheels/{w}",\n' for w in wheels))
         text = re.sub(r"(?m)^(\[permissions\])", lines + "\n" + r"\1", text, count=1)
     path.write_text(text)
     return text
@@ -156,14 +202,17 @@ def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool =
                     raise BuildError("pyzmq is not installed here; install it or pass --no-wheels") from None
                 log(f"bundling pyzmq {version} wheels for {', '.join(platforms)}")
                 wheels = download_wheels(Path(tmp) / "wheels", version, platforms, log)
+        version = manifest_field((stage / MANIFEST).read_text(), "version")
+        wheels.append(runtime_wheel(Path(tmp) / "runtime", version))
         if wheels:
             (stage / "wheels").mkdir()
             for w in wheels:
                 shutil.copy2(w, stage / "wheels" / w.name)
-        elif with_wheels:
+        if with_wheels and not any(w.name.startswith("pyzmq") for w in wheels):
             log("WARNING: no pyzmq wheel available; the zip is built WITHOUT wheels "
                 "(the add-on will report that pyzmq is missing unless Blender's Python has it)")
-        served = sorted(set().union(*(wheel_platforms(w.name) for w in wheels)) & set(PLATFORM_TAGS)) if wheels else []
+        binary = [w for w in wheels if not w.name.startswith(RUNTIME_NAME)]
+        served = sorted(set().union(*(wheel_platforms(w.name) for w in binary)) & set(PLATFORM_TAGS)) if binary else []
         text = write_manifest(stage / MANIFEST, [w.name for w in wheels], served)
         zip_path = Path(out_dir) / f"{manifest_field(text, 'id')}-{manifest_field(text, 'version')}.zip"
         zip_folder(stage, zip_path)

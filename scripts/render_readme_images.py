@@ -22,7 +22,7 @@ The README picture ``docs/images/segmented_table_set.png`` was made from the out
 Workbench cannot colour point clouds by attribute, so each segment is made its own object with the
 add-on's "Separate Segments" (:func:`blender_addon.importer.separate_segments`) and the segment colour
 is set as the object colour (Workbench "Object" colour mode); the colours are the add-on's own
-(:func:`blender_addon.tree_cut.segment_colours`). Workbench renders in about a second; EEVEE works
+(:func:`backend.wire.tree_cut.segment_colours`). Workbench renders in about a second; EEVEE works
 headless too but renders in software (about a minute per image).
 """
 

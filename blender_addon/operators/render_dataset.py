@@ -11,8 +11,8 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from ..dataset_tools.config import DEFAULT_ROTATIONS, RenderConfig
-from ..dataset_tools.errors import DatasetError
+from dataset_tools.config import DEFAULT_ROTATIONS, RenderConfig
+from dataset_tools.errors import DatasetError
 from ..preferences import get_preferences
 from ..properties import PATH_OPTIONS, state_of
 
@@ -61,7 +61,7 @@ class USEG_OT_render_dataset(bpy.types.Operator):
         config = RenderConfig(n_train=self.n_train, n_val=self.n_val, n_test=self.n_test, width=res, height=res,
                               samples=self.samples or prefs.samples, engine=self.engine or prefs.engine,
                               rotations=DEFAULT_ROTATIONS if self.rotations else ())
-        from ..dataset_tools.dataset import render_dataset_from_open_scene
+        from dataset_tools.dataset import render_dataset_from_open_scene
 
         wm = context.window_manager
         wm.progress_begin(0, 1000)

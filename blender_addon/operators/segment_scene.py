@@ -13,9 +13,9 @@ import bpy
 from bpy.props import IntProperty, StringProperty
 
 from .. import jobstate, runtime
-from .. import protocol as P
-from ..dataset_tools.config import RenderConfig
-from ..dataset_tools.errors import DatasetError
+from backend.wire import protocol as P
+from dataset_tools.config import RenderConfig
+from dataset_tools.errors import DatasetError
 from ..messages import SegmentOptions, build_submit
 from ..preferences import client_config, get_preferences
 
@@ -67,7 +67,7 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         return config, options
 
     def _begin(self, context, config):
-        from ..dataset_tools.render import render_views_steps
+        from dataset_tools.render import render_views_steps
 
         self._scene = context.scene
         runtime.set_state(self._scene, jobstate.start_rendering(runtime.SESSION.state, config.n_train))

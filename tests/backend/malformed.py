@@ -8,8 +8,8 @@ import random
 
 import numpy as np
 
-from backend import protocol as P
-from backend.scene_wire import submit_from_scene
+from backend.wire import protocol as P
+from backend.service.scene_transfer import submit_from_scene
 from tests.backend.service_jobs import make_scene
 
 

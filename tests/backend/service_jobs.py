@@ -1,4 +1,4 @@
-"""A small, deterministic stand-in for ``backend.pipeline.run_job`` used by the service tests.
+"""A small, deterministic stand-in for ``backend.method.pipeline.run_job`` used by the service tests.
 
 It does real work on the submitted scene: unprojects the depth maps into a coloured point cloud,
 runs a short "training" loop (gradient descent of a plane fit, paced so cancellation is testable),
@@ -21,8 +21,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial import cKDTree
 
-from backend.protocol import JobOptions, JobResult, ProgressEvent, ResultArrays
-from backend.scene import Scene
+from backend.wire.protocol import JobOptions, JobResult, ProgressEvent, ResultArrays
+from backend.core.scene import Scene
 
 DEFAULT_THRESHOLDS = (0.05, 0.1, 0.2)
 STEP_SLEEP_S = 0.01

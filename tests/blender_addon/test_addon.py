@@ -26,7 +26,7 @@ def test_register_unregister_is_clean(addon):
 
 def test_segment_scene_end_to_end_and_granularity_slider(addon):
     from blender_addon import importer
-    from blender_addon.tree_cut import GREY
+    from backend.wire.tree_cut import GREY
     from tests.backend.service_jobs import cut as reference_cut
 
     scene, bpy, runtime = addon

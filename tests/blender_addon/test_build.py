@@ -4,6 +4,7 @@ Blender's own extension installer in a fresh headless session."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import re
 import subprocess
@@ -29,10 +30,13 @@ assert bpy.context.scene.ultrametric_seg.phase == "idle"
 assert bpy.ops.useg.segment_scene.poll()
 m = importlib.import_module(mod)
 folder = os.path.dirname(m.__file__)
-assert not os.path.islink(os.path.join(folder, "protocol.py"))
-importlib.import_module(mod + ".dataset_tools.render")
+assert not any(os.path.islink(os.path.join(folder, n)) for n in os.listdir(folder))
 site = os.path.join(os.environ["BLENDER_USER_RESOURCES"], "extensions", ".local", "lib",
                     f"python{sys.version_info.major}.{sys.version_info.minor}", "site-packages")
+import backend.wire.protocol, dataset_tools.render
+# the add-on's runtime comes from the bundled wheel, not from the repository
+assert backend.wire.protocol.__file__.startswith(site), backend.wire.protocol.__file__
+assert dataset_tools.render.__file__.startswith(site), dataset_tools.render.__file__
 print("WHEEL_INSTALLED", os.path.isdir(os.path.join(site, "zmq")))
 print("INSTALL_OK")
 '''
@@ -59,10 +63,16 @@ def test_zip_contents(built_zip):
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
         manifest = z.read("blender_manifest.toml").decode()
-        protocol = z.read("protocol.py")
-    assert "__init__.py" in names and "operators/segment_scene.py" in names and "dataset_tools/render.py" in names
+        runtime = [n for n in names if n.startswith("wheels/ultrametric_seg_runtime-")]
+        assert len(runtime) == 1, names
+        with zipfile.ZipFile(io.BytesIO(z.read(runtime[0]))) as w:
+            protocol = w.read("backend/wire/protocol.py")
+            packed = set(w.namelist())
+    assert "__init__.py" in names and "operators/segment_scene.py" in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-    assert protocol == (REPO / "backend" / "protocol.py").read_bytes()  # the symlink became a real file
+    assert protocol == (REPO / "backend" / "wire" / "protocol.py").read_bytes()  # one source of truth
+    assert {"dataset_tools/render.py", "backend/core/geometry.py", "backend/wire/tree_cut.py"} <= packed
+    assert not any(n.startswith("backend/method") or n.startswith("backend/service") for n in packed)
     for key in ('schema_version = "1.0.0"', 'type = "add-on"', 'blender_version_min = "4.2.0"', "[permissions]",
                 "network =", "files ="):
         assert key in manifest
@@ -104,6 +114,6 @@ def test_wheel_platforms_and_no_wheel_build(tmp_path):
     path = b.build(tmp_path, with_wheels=False, log=lambda *_: None)
     with zipfile.ZipFile(path) as z:
         manifest = z.read("blender_manifest.toml").decode()
-    assert "wheels =" not in manifest and "platforms =" not in manifest
+    assert "platforms =" not in manifest and "pyzmq" not in manifest and "ultrametric_seg_runtime" in manifest
     with pytest.raises(b.BuildError, match="unknown platforms"):
         b.build(tmp_path, platforms=["amiga"])

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from blender_addon import protocol as P
+from backend.wire import protocol as P
 from blender_addon.client import ClientConfig, JobThread, drain
 from blender_addon.events import SERVER_UNAVAILABLE, ClientFailed, Sent, ThreadDone
 from blender_addon.messages import SegmentOptions, build_submit
@@ -16,7 +16,7 @@ from blender_addon.messages import SegmentOptions, build_submit
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from backend.server import JobServer, JobServerConfig
+    from backend.service.server import JobServer, JobServerConfig
     from tests.backend.service_jobs import run_job
 
     srv = JobServer(JobServerConfig(bind="tcp://127.0.0.1:*", device="cpu", workdir=tmp_path_factory.mktemp("jobs")),

@@ -7,7 +7,7 @@ import pytest
 
 from blender_addon import jobstate as js
 from blender_addon import messages as M
-from blender_addon import protocol as P
+from backend.wire import protocol as P
 from blender_addon.events import ClientFailed, Sent
 
 
@@ -96,7 +96,7 @@ def test_bpy_free_modules_import_neither_bpy_nor_torch():
     from pathlib import Path
 
     code = ("import sys, blender_addon, blender_addon.client, blender_addon.jobstate, blender_addon.messages, "
-            "blender_addon.tree_cut, blender_addon.protocol, blender_addon.events; "
+            "backend.wire.tree_cut, backend.wire.protocol, blender_addon.events; "
             "print(sorted(m for m in ('bpy', 'torch', 'zmq') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2], capture_output=True,
                          text=True, timeout=60)

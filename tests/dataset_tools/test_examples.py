@@ -86,9 +86,9 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def test_render_example_in_process_and_resume(tmp_path):
-    """The backend demo's entry point: renders, loads with backend.data, resumes to identical files, refuses
+    """The backend demo's entry point: renders, loads with backend.method.data, resumes to identical files, refuses
     other settings."""
-    from backend.data import load_ground_truth, load_scene
+    from backend.method.data import load_ground_truth, load_scene
     from dataset_tools.errors import DatasetError
     from dataset_tools.examples import render_example
 

@@ -78,8 +78,8 @@ def test_levels_are_ancestors_and_masks_nest(small_dataset):
 
 
 def test_backend_loader_reads_the_folder(small_dataset):
-    """What dataset_tools writes is what backend.data reads: images, poses, K, depth, ids and levels."""
-    from backend.data import load_ground_truth, load_scene
+    """What dataset_tools writes is what backend.method.data reads: images, poses, K, depth, ids and levels."""
+    from backend.method.data import load_ground_truth, load_scene
 
     s = load_scene(small_dataset, "train", normalised=False)
     tf, vs = views(small_dataset, "train")

@@ -1,0 +1,174 @@
+"""Read a Blender-HS (or any NeRF-synthetic) folder into a :class:`~backend.core.scene.Scene`.
+
+The folder layout is the one ``dataset_tools`` writes (see ``docs/CONTRACTS.md``):
+``transforms_<split>.json`` with NeRF-synthetic frames, RGBA images, optional
+``depth/<split>/r_<i>.npy`` planar depth, and for evaluation ``gt_seg/<split>/<stem>_ids.png`` with
+``hierarchy.json``. Every split of one folder is normalised the same way (from ``meta.json``'s scene
+bounds when present, else from the train cameras), so train and val views share one frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from backend.core.scene import Scene, SceneError, normalisation, normalise
+
+
+class DataError(ValueError):
+    """A dataset folder is missing, incomplete or inconsistent; the message says which file."""
+
+
+@dataclass
+class GroundTruth:
+    """Per-view ground truth of a Blender-HS split.
+
+    ``ids``: uint16 ``[N, H, W]`` leaf node ids (0 = background); ``levels``: for each level name
+    (``object``, ``collection``, ``scene``) a dict leaf id -> level node id; ``hierarchy`` the raw
+    ``hierarchy.json``.
+    """
+
+    ids: np.ndarray
+    levels: dict[str, dict[int, int]]
+    hierarchy: dict
+
+    def level_masks(self, view: int, level: str, min_pixels: int = 20) -> np.ndarray:
+        """Bool ``[G, H, W]`` masks of one level in one view (segments under ``min_pixels`` dropped)."""
+        leaf = self.ids[view].astype(np.int64)
+        mapping = self.levels[level]
+        lut = np.zeros(int(max(max(mapping, default=0), leaf.max())) + 1, np.int64)
+        for k, v in mapping.items():
+            if k < lut.size:
+                lut[k] = v
+        lab = lut[leaf]
+        lab[leaf == 0] = 0
+        ids, counts = np.unique(lab[lab > 0], return_counts=True)
+        keep = ids[counts >= min_pixels]
+        return lab[None] == keep[:, None, None] if keep.size else np.zeros((0,) + leaf.shape, bool)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"missing {path.name} in {path.parent} (is this a Blender-HS / NeRF-synthetic folder?)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    for candidate in (path, path.with_suffix(".png"), Path(str(path) + ".png")):
+        if candidate.is_file():
+            try:
+                with Image.open(candidate) as im:
+                    return np.asarray(im.convert("RGBA"))
+            except OSError as e:
+                raise DataError(f"cannot read image {candidate}: {e}") from None
+    raise DataError(f"missing image {path} (listed in transforms)")
+
+
+def scene_normalisation(folder: Path) -> tuple[np.ndarray, float]:
+    """The one (offset, scale) used for every split of ``folder``."""
+    meta_path = folder / "meta.json"
+    bounds = None
+    if meta_path.is_file():
+        bounds = _read_json(meta_path).get("scene_bounds")
+    train = _read_json(folder / "transforms_train.json")
+    c2w = np.array([f["transform_matrix"] for f in train["frames"]], np.float64)
+    return normalisation(c2w, None if bounds is None else np.asarray(bounds, np.float64))
+
+
+def load_scene(folder: str | Path, split: str = "train", transforms: str | None = None,
+               with_depth: bool = True, normalised: bool = True, max_views: int | None = None) -> Scene:
+    """Load one split of a dataset folder as a :class:`Scene`.
+
+    ``transforms`` overrides the file name (e.g. ``transforms_val_rotate.json``). Depth is read from
+    ``depth/<image dir>/<stem>.npy`` when every view has it. With ``normalised`` the poses and depth
+    are mapped into the unit box (see :func:`scene_normalisation`).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"dataset folder {folder} does not exist")
+    tf = _read_json(folder / (transforms or f"transforms_{split}.json"))
+    frames = tf.get("frames") or []
+    if not frames:
+        raise DataError(f"{transforms or f'transforms_{split}.json'} lists no frames")
+    if max_views is not None:
+        frames = frames[:max_views]
+    images, c2ws, names, depths = [], [], [], []
+    for f in frames:
+        rel = f["file_path"].lstrip("./") if f["file_path"].startswith("./") else f["file_path"]
+        img_path = folder / rel
+        images.append(_read_image(img_path))
+        c2ws.append(np.asarray(f["transform_matrix"], np.float64))
+        names.append(rel)
+        dpath = folder / "depth" / Path(rel).with_suffix(".npy")
+        depths.append(dpath if dpath.is_file() else None)
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise DataError(f"images of {split} have different sizes: {sorted(shapes)}")
+    rgba = np.stack(images)
+    n, h, w, _ = rgba.shape
+    c2w = np.stack(c2ws)
+    if c2w.shape[1:] != (4, 4):
+        raise DataError("transform_matrix must be 4x4")
+    if not np.isfinite(c2w).all():
+        raise DataError(f"camera poses in transforms_{split}.json contain NaN/inf")
+    K = intrinsics_from_transforms(tf, w, h)
+    depth = None
+    if with_depth and all(d is not None for d in depths):
+        depth = np.stack([np.load(d).astype(np.float32) for d in depths])
+        if depth.shape != (n, h, w):
+            raise DataError(f"depth maps have shape {depth.shape[1:]} but images are {(h, w)}")
+    scene = Scene(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=np.ascontiguousarray(rgba[..., 3]),
+                  c2w=c2w.astype(np.float32), K=np.repeat(K[None], n, 0), depth=depth, names=names)
+    try:
+        scene.validate()
+    except SceneError as e:
+        raise DataError(f"{folder}: {e}") from None
+    if normalised:
+        offset, scale = scene_normalisation(folder)
+        scene = normalise(scene, offset, scale)
+    return scene
+
+
+def intrinsics_from_transforms(tf: dict, w: int, h: int) -> np.ndarray:
+    """3x3 K from ``fl_x/fl_y/cx/cy`` when present, else from ``camera_angle_x`` (square pixels)."""
+    if "fl_x" in tf:
+        fx = float(tf["fl_x"]) * w / float(tf.get("w", w))
+        fy = float(tf.get("fl_y", tf["fl_x"])) * h / float(tf.get("h", h))
+        cx = float(tf.get("cx", float(tf.get("w", w)) / 2)) * w / float(tf.get("w", w))
+        cy = float(tf.get("cy", float(tf.get("h", h)) / 2)) * h / float(tf.get("h", h))
+    elif "camera_angle_x" in tf:
+        fx = fy = 0.5 * w / math.tan(0.5 * float(tf["camera_angle_x"]))
+        cx, cy = w / 2, h / 2
+    else:
+        raise DataError("transforms file has neither fl_x nor camera_angle_x")
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float32)
+
+
+def load_ground_truth(folder: str | Path, split: str, names: list[str]) -> GroundTruth:
+    """Read ``gt_seg/<split>/<stem>_ids.png`` for each view name and the level maps of ``hierarchy.json``."""
+    from PIL import Image
+
+    folder = Path(folder)
+    hier = _read_json(folder / "hierarchy.json")
+    ids = []
+    for name in names:
+        stem = Path(name).stem
+        p = folder / "gt_seg" / split / f"{stem}_ids.png"
+        if not p.is_file():
+            raise DataError(f"missing ground truth {p}; render the dataset with dataset_tools to get it")
+        with Image.open(p) as im:
+            ids.append(np.asarray(im).astype(np.uint16))
+    levels = {lvl: {int(k): int(v) for k, v in m.items()} for lvl, m in hier.get("levels", {}).items()}
+    for lvl in ("object", "collection", "scene"):
+        if lvl not in levels:
+            raise DataError(f"hierarchy.json has no '{lvl}' level")
+    return GroundTruth(ids=np.stack(ids), levels=levels, hierarchy=hier)

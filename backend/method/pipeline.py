@@ -1,0 +1,496 @@
+"""The method end to end as library calls: masks -> field training -> 3D segmentation -> result.
+
+Used by the ``backend`` CLI (train / segment / eval / demo) and by the job server (:func:`run_job`).
+Each stage is a function of arrays and configs; files are read and written only by the ``*_run``
+helpers at the edges, all inside one *run folder*::
+
+    RUN/run.json            what was trained on (data folder, mask source, preset, overrides)
+    RUN/masks/              cached 2D masks (per source and settings)
+    RUN/checkpoint.pt       the trainer's checkpoint (resumable), train_config.json
+    RUN/segmentation/       points.ply, hierarchy.json, result.npz, views/*.png (label maps, PCA)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from backend.method.data import DataError, load_scene
+from backend.core.geometry import unproject_depth
+from backend.method.masks.base import MaskConfig, make_masks
+from backend.core.pointcloud import PointCloudConfig, fuse_points
+from backend.wire.protocol import JobOptions, JobResult, ProgressEvent, ResultArrays
+from backend.core.scene import Scene, normalisation, normalise
+from backend.core.segment import SegmentConfig, Segmentation3D, segment_hierarchy, segment_point_cloud
+
+Progress = Callable[[ProgressEvent], None]
+ShouldStop = Callable[[], bool]
+
+RUN_JSON = "run.json"
+SEGMENTATION_DIR = "segmentation"
+
+#: Job-service presets (protocol ``JobOptions.preset``) -> trainer presets (``backend.method.trainer.PRESETS``).
+JOB_PRESETS = {"fast": "fast", "default": "default", "quality": "paper"}
+
+
+class RunError(ValueError):
+    """A run folder is missing, incomplete, or belongs to another dataset."""
+
+
+@dataclass
+class Ablation:
+    """The paper's ablations (Table 1 / Sec. 5.3), as switches on the training losses."""
+
+    ultrametric: bool = True
+    """Train with the ultrametric contrastive term (off: Euclidean distances only)."""
+    hierarchical_sampling: bool = True
+    """Sample pairs level by level from the mask tree (off: every mask a child of the root, one level)."""
+    depth_continuity: bool = True
+    """Add the depth continuity loss (Eq. 5) in ``nerf`` geometry."""
+
+    @property
+    def name(self) -> str:
+        off = [n for n, on in (("no-ultrametric", self.ultrametric),
+                               ("no-hierarchical-sampling", self.hierarchical_sampling),
+                               ("no-depth-continuity", self.depth_continuity)) if not on]
+        return "+".join(off) or "full"
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one run needs; defaults are the CPU-friendly ones, ``preset="paper"`` the paper's."""
+
+    preset: str = "cpu"
+    """Trainer preset name in ``backend.method.trainer.PRESETS`` (``paper``, ``default``, ``fast``, ``cpu``)."""
+    iterations: int | None = None
+    """Override the preset's iterations."""
+    geometry: str = "auto"
+    """``auto`` (depth when every view has depth), ``depth`` or ``nerf``."""
+    device: str = "cpu"
+    """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
+    seed: int = 0
+    """Seed of mask sampling and training."""
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    """2D mask source and its settings."""
+    ablation: Ablation = field(default_factory=Ablation)
+    """Loss switches for the ablation study."""
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    """3D segmentation settings (kNN, N largest, thresholds)."""
+    pointcloud: PointCloudConfig = field(default_factory=PointCloudConfig)
+    """Point-cloud fusion settings (voxel size, outlier radius)."""
+    max_points: int = 200_000
+    """Most points kept in the 3D point cloud (a seeded random subset beyond)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------------------
+def train_config(cfg: PipelineConfig):
+    """The trainer's ``TrainConfig`` for this pipeline configuration (preset + overrides + ablation)."""
+    from backend.method.trainer import PRESETS
+
+    if cfg.preset not in PRESETS:
+        raise RunError(f"unknown preset {cfg.preset!r}; choose one of {sorted(PRESETS)}")
+    tc = PRESETS[cfg.preset]
+    changes = {"seed": cfg.seed, "device": cfg.device, "geometry": cfg.geometry}
+    if cfg.iterations is not None:
+        if cfg.iterations < 1:
+            raise RunError(f"--iterations must be at least 1, got {cfg.iterations}")
+        changes["iterations"] = cfg.iterations
+    tc = dataclasses.replace(tc, **{k: v for k, v in changes.items() if hasattr(tc, k)})
+    return apply_ablation(tc, cfg.ablation)
+
+
+def apply_ablation(tc, ablation: Ablation):
+    """Switch the trainer's loss terms off as the ablation says (returns a new config).
+
+    Without hierarchical sampling no mask may contain another (``p_in`` above 1), so every mask hangs
+    from the root and all pairs share one level, as in the paper's "w/o hierarchical sampling" row.
+    """
+    changes = {}
+    if not ablation.ultrametric:
+        changes["loss"] = dataclasses.replace(tc.loss, use_ultrametric=False, use_euclidean=True)
+    if not ablation.hierarchical_sampling:
+        changes["p_in"] = 1.01
+    if not ablation.depth_continuity:
+        changes["depth_continuity_weight"] = 0.0
+    return dataclasses.replace(tc, **changes)
+
+
+def _config_json(cfg: PipelineConfig) -> dict:
+    def default(o):
+        if isinstance(o, Path):
+            return str(o)
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(type(o))
+
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=default))
+
+
+def _config_from_json(d: dict) -> PipelineConfig:
+    from backend.core.configs import dataclass_from_dict
+
+    return dataclass_from_dict(PipelineConfig, d)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Stages (arrays in, arrays out)
+# ----------------------------------------------------------------------------------------------------------------
+def content_bounds(scene: Scene, max_points: int = 200_000) -> np.ndarray | None:
+    """[2,3] min/max of the surface seen in the depth maps (1st/99.9th percentiles), or None without depth."""
+    if scene.depth is None or not (scene.depth > 0).any():
+        return None
+    rng = np.random.default_rng(0)
+    pts = []
+    for i in range(scene.num_views):
+        p = unproject_depth(scene.depth[i], scene.K[i], scene.c2w[i])[scene.depth[i] > 0]
+        pts.append(p)
+    pts = np.concatenate(pts)
+    if len(pts) > max_points:
+        pts = pts[rng.choice(len(pts), max_points, replace=False)]
+    lo, hi = np.percentile(pts, 0.1, axis=0), np.percentile(pts, 99.9, axis=0)
+    pad = 0.02 * (hi - lo).max()
+    return np.stack([lo - pad, hi + pad])
+
+
+def normalise_scene(scene: Scene) -> Scene:
+    """Put a world-unit scene into the unit box (content bounds from depth, else the camera rig)."""
+    offset, scale = normalisation(scene.c2w.astype(np.float64), content_bounds(scene))
+    return normalise(scene, offset, scale)
+
+
+def make_view_masks(scene: Scene, cfg: PipelineConfig, data_dir: Path | None = None, cache_dir: Path | None = None,
+                    progress: Progress | None = None) -> list[np.ndarray]:
+    """Per-view 2D masks from the configured source (cached in ``cache_dir``)."""
+    def on_mask(done: int, total: int) -> None:
+        if progress is not None:
+            progress(ProgressEvent(stage="masks", step=done, total=total, message=f"masks of view {done}/{total}"))
+
+    if cfg.masks.source == "given" and scene.masks is not None:
+        return scene.masks
+    masks = make_masks(scene, cfg.masks, data_dir=data_dir, split="train", cache_dir=cache_dir, progress=on_mask)
+    empty = [i for i, m in enumerate(masks) if m.shape[0] == 0]
+    if len(empty) == len(masks):
+        raise DataError(f"the mask source {cfg.masks.source!r} found no masks in any view "
+                        "(are the images empty or fully transparent?)")
+    return masks
+
+
+def train_field(scene: Scene, masks: list[np.ndarray], cfg: PipelineConfig, run_dir: Path | None,
+                progress: Progress | None = None, should_stop: ShouldStop | None = None, resume: bool = True):
+    """Train (or resume) the ultrametric feature field; returns the ``Trainer``."""
+    from backend.method.trainer import Trainer
+
+    tc = train_config(cfg)
+
+    def on_train(p) -> None:
+        if progress is not None:
+            losses = {k: float(v) for k, v in p.losses.items()}
+            msg = " ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            progress(ProgressEvent(stage="training", step=int(p.step), total=int(p.total), message=msg,
+                                   eta=None if p.eta_s is None else float(p.eta_s), losses=losses))
+
+    if resume and run_dir is not None and (Path(run_dir) / "checkpoint.pt").is_file():
+        trainer = Trainer.resume(Path(run_dir), scene, masks, progress=on_train, should_stop=should_stop,
+                                 iterations=tc.iterations, device=tc.device)
+    else:
+        trainer = Trainer(scene, masks, tc, run_dir=run_dir, progress=on_train, should_stop=should_stop)
+    trainer.fit()
+    return trainer
+
+
+def pixel_footprint(scene: Scene) -> float:
+    """Median distance between neighbouring pixels' surface points (normalised units): depth / focal length."""
+    if scene.depth is None or not (scene.depth > 0).any():
+        return 0.0
+    fg = scene.depth > 0
+    return float(np.median(scene.depth[fg] / np.repeat(scene.K[:, 0, 0], fg.reshape(len(fg), -1).sum(1))))
+
+
+def adapt_to_resolution(cfg: PipelineConfig, scene: Scene) -> PipelineConfig:
+    """Scale the paper's absolute radii (tuned for 200x200 Blender-HS views, where a pixel covers ~2e-3)
+    up to this scene's pixel footprint, so low-resolution renders are not torn apart by the outlier
+    filter or left with holes by the propagation gate."""
+    f = pixel_footprint(scene)
+    pc = dataclasses.replace(cfg.pointcloud, outlier_radius=max(cfg.pointcloud.outlier_radius, 2.0 * f))
+    sg = dataclasses.replace(cfg.segment, propagate_max_distance=max(cfg.segment.propagate_max_distance, 2.0 * f))
+    return dataclasses.replace(cfg, pointcloud=pc, segment=sg)
+
+
+def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress | None = None) -> Segmentation3D:
+    """Fuse the training views' surface points and features into a cloud and build its single-linkage tree."""
+    if progress is not None:
+        progress(ProgressEvent(stage="segmentation", step=0, total=3, message="feature point cloud"))
+    cfg = adapt_to_resolution(cfg, scene)
+    points, features, colors = trainer.feature_points(list(range(scene.num_views)))
+    cloud = fuse_points(points, colors, features, cfg.pointcloud)
+    if len(cloud) > cfg.max_points:
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(cloud), cfg.max_points, replace=False))
+        cloud = dataclasses.replace(cloud, points=cloud.points[keep], colors=cloud.colors[keep],
+                                    features=cloud.features[keep])
+    if progress is not None:
+        progress(ProgressEvent(stage="segmentation", step=1, total=3, message=f"tree over {len(cloud)} points"))
+    seg = segment_point_cloud(cloud, cfg.segment)
+    if progress is not None:
+        progress(ProgressEvent(stage="segmentation", step=3, total=3, message="done"))
+    return seg
+
+
+def build_result(seg: Segmentation3D, scene: Scene, thresholds, max_segments: int = 200) -> JobResult:
+    """The job result: world-unit points, colours, the tree (any threshold is a cut) and labels at ``thresholds``."""
+    thresholds = np.asarray(sorted(float(t) for t in thresholds), np.float64)
+    labels = seg.labels(thresholds, max_segments=max_segments)
+    world = seg.cloud.points / np.float32(scene.scale) + scene.offset.astype(np.float32)
+    tree = seg.tree
+    arrays = {
+        ResultArrays.POINTS: world.astype(np.float32),
+        ResultArrays.COLORS: seg.cloud.colors.astype(np.uint8),
+        ResultArrays.PARENTS: tree.parents.astype(np.int32),
+        ResultArrays.ALTITUDES: np.minimum(tree.altitudes, np.finfo(np.float32).max).astype(np.float32),
+        ResultArrays.LABELS: labels.astype(np.int32),
+        ResultArrays.THRESHOLDS: thresholds.astype(np.float32),
+    }
+    meta = {"hierarchy": segment_hierarchy(labels, thresholds), "num_points": int(len(seg.cloud)),
+            "max_segments": int(max_segments), "scale": float(scene.scale),
+            "offset": [float(x) for x in scene.offset], "distance": "1 - cosine"}
+    return JobResult(arrays=arrays, meta=meta)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The job service's entry point
+# ----------------------------------------------------------------------------------------------------------------
+def pipeline_config_from_options(options: JobOptions, device: str) -> PipelineConfig:
+    cfg = PipelineConfig(preset=JOB_PRESETS.get(options.preset, options.preset), iterations=options.iterations,
+                         geometry=options.geometry, device=options.device or device, seed=int(options.seed),
+                         masks=MaskConfig(source=options.mask_source), max_points=int(options.max_points))
+    return cfg
+
+
+def run_job(scene: Scene, options: JobOptions, progress: Progress, should_stop: ShouldStop, workdir: Path,
+            device: str = "cpu") -> JobResult:
+    """Segment a submitted (world-unit) scene: masks, training, 3D tree, labels at the requested thresholds."""
+    workdir = Path(workdir)
+    cfg = pipeline_config_from_options(options, device)
+    scene = normalise_scene(scene)
+    masks = make_view_masks(scene, cfg, cache_dir=workdir / "masks", progress=progress)
+    trainer = train_field(scene, masks, cfg, workdir / "train", progress=progress, should_stop=should_stop)
+    if should_stop():
+        raise InterruptedError("cancelled")
+    seg = segment_field(trainer, scene, cfg, progress)
+    thresholds = list(options.thresholds) or cfg.segment.export_thresholds
+    return build_result(seg, scene, thresholds, cfg.segment.max_segments)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Run folders (CLI)
+# ----------------------------------------------------------------------------------------------------------------
+def write_run_info(run: Path, data: Path, cfg: PipelineConfig) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    info = {"data": str(Path(data).resolve()), "config": _config_json(cfg), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (run / RUN_JSON).write_text(json.dumps(info, indent=1))
+
+
+def read_run_info(run: Path) -> tuple[Path, PipelineConfig]:
+    path = Path(run) / RUN_JSON
+    if not path.is_file():
+        raise RunError(f"{run} is not a run folder (no {RUN_JSON}); make one with `backend train DATA {run}`")
+    try:
+        info = json.loads(path.read_text())
+        return Path(info["data"]), _config_from_json(info["config"])
+    except (KeyError, json.JSONDecodeError, TypeError) as e:
+        raise RunError(f"{path} is damaged ({e}); train again into a new folder") from None
+
+
+def train_run(data: Path, run: Path, cfg: PipelineConfig, progress: Progress | None = None,
+              should_stop: ShouldStop | None = None, resume: bool = True, max_views: int | None = None):
+    """Load ``data``'s train split, make masks, train into ``run`` (resuming a checkpoint there)."""
+    data, run = Path(data), Path(run)
+    train_config(cfg)  # unknown presets / bad overrides fail before any work
+    if (run / RUN_JSON).is_file():
+        old_data, _ = read_run_info(run)
+        if old_data.resolve() != data.resolve():
+            raise RunError(f"{run} holds a run of {old_data}, not {data}; choose another run folder")
+    scene = load_scene(data, "train", max_views=max_views)
+    write_run_info(run, data, cfg)
+    masks = make_view_masks(scene, cfg, data_dir=data, cache_dir=run / "masks", progress=progress)
+    trainer = train_field(scene, masks, cfg, run, progress=progress, should_stop=should_stop, resume=resume)
+    return trainer, scene, masks
+
+
+def load_trained(run: Path, data: Path | None = None, max_views: int | None = None):
+    """Reload a finished run: (trainer, train scene, masks, data folder, config)."""
+    run = Path(run)
+    data_recorded, cfg = read_run_info(run)
+    from backend.method.trainer import Trainer
+
+    data = Path(data) if data is not None else data_recorded
+    if not (run / "checkpoint.pt").is_file():
+        raise RunError(f"{run} has no checkpoint.pt: training has not started or was removed")
+    scene = load_scene(data, "train", max_views=max_views)
+    masks = make_view_masks(scene, cfg, data_dir=data, cache_dir=run / "masks")
+    trainer = Trainer.resume(run, scene, masks)
+    return trainer, scene, masks, data, cfg
+
+
+def pca_image(features: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [H,W,3] image of the first three principal components of a feature map [H,W,D]."""
+    h, w, d = features.shape
+    f = features.reshape(-1, d).astype(np.float64)
+    m = np.ones(h * w, bool) if valid is None else valid.reshape(-1)
+    out = np.zeros((h * w, 3))
+    if m.sum() >= 3:
+        x = f[m] - f[m].mean(0)
+        _, _, vt = np.linalg.svd(x[:: max(1, len(x) // 20000)], full_matrices=False)
+        y = x @ vt[:3].T
+        lo, hi = np.percentile(y, 1, axis=0), np.percentile(y, 99, axis=0)
+        out[m, : y.shape[1]] = np.clip((y - lo) / np.maximum(hi - lo, 1e-9), 0, 1)
+    return (out.reshape(h, w, 3) * 255).astype(np.uint8)
+
+
+def label_colors(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """uint8 [..., 3] colours of integer labels (-1 -> black), stable for a label id."""
+    rng = np.random.default_rng(seed)
+    lut = rng.integers(40, 256, size=(int(labels.max(initial=0)) + 2, 3)).astype(np.uint8)
+    lut[-1] = 0
+    return lut[np.where(labels < 0, lut.shape[0] - 1, labels)]
+
+
+def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path | None = None,
+                progress: Progress | None = None, views: int = 4) -> Path:
+    """3D-segment a trained run; write PLY / hierarchy.json / result.npz and per-view label maps + PCA images."""
+    from PIL import Image
+
+    from backend.wire.result_files import write_outputs
+    from backend.core.segment import view_labels
+
+    trainer, scene, _, data, cfg = load_trained(run, data)
+    cfg = adapt_to_resolution(cfg, scene)
+    out = Path(out) if out is not None else Path(run) / SEGMENTATION_DIR
+    seg = segment_field(trainer, scene, cfg, progress)
+    thresholds = list(thresholds) if thresholds else list(cfg.segment.export_thresholds)
+    result = build_result(seg, scene, thresholds, cfg.segment.max_segments)
+    write_outputs(result, out)
+    np.savez(out / "tree.npz", parents=seg.tree.parents, altitudes=seg.tree.altitudes)
+    vdir = out / "views"
+    vdir.mkdir(parents=True, exist_ok=True)
+    labels = result.arrays[ResultArrays.LABELS]
+    for i in np.linspace(0, scene.num_views - 1, min(views, scene.num_views)).round().astype(int):
+        stem = Path(scene.names[i]).stem if scene.names else f"view_{i}"
+        r = trainer.render_view(scene.c2w[i], scene.K[i], scene.height, scene.width,
+                                None if scene.depth is None else scene.depth[i])
+        Image.fromarray(pca_image(r.features, r.depth > 0)).save(vdir / f"{stem}_pca.png")
+        depth = scene.depth[i] if scene.depth is not None else r.depth
+        lab = view_labels(seg, labels, depth, scene.K[i], scene.c2w[i], cfg.segment)
+        np.savez_compressed(vdir / f"{stem}_labels.npz", labels=lab.astype(np.int32),
+                            thresholds=np.asarray(result.arrays[ResultArrays.THRESHOLDS]))
+        for t, lt in zip(result.arrays[ResultArrays.THRESHOLDS], lab):
+            Image.fromarray(label_colors(lt)).save(vdir / f"{stem}_labels_{t:.2f}.png")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation (CLI)
+# ----------------------------------------------------------------------------------------------------------------
+def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], thresholds: np.ndarray,
+                  cfg: PipelineConfig) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]], list[list[np.ndarray]]]:
+    """For each scene (val, then each rotation): ours-2D label stacks, ours-3D label stacks, predicted depth."""
+    from backend.core import linkage_tree
+    from backend.core.segment import view_labels
+
+    cloud_labels = seg.labels(thresholds, max_segments=cfg.segment.max_segments)
+    out2d, out3d, depths = [], [], []
+    for sc in scenes:
+        l2, l3, dd = [], [], []
+        for i in range(sc.num_views):
+            gd = None if sc.depth is None else sc.depth[i]
+            r = trainer.render_view(sc.c2w[i], sc.K[i], sc.height, sc.width, gd)
+            valid = (gd > 0) if gd is not None else (r.depth > 0)
+            l2.append(linkage_tree.segment_feature_map(r.features, thresholds, max_segments=cfg.segment.max_segments,
+                                                  valid=valid))
+            depth = gd if gd is not None else r.depth
+            l3.append(view_labels(seg, cloud_labels, depth, sc.K[i], sc.c2w[i], cfg.segment))
+            dd.append(r.depth)
+        out2d.append(l2)
+        out3d.append(l3)
+        depths.append(dd)
+    return out2d, out3d, depths
+
+
+def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eval_cfg=None,
+                     with_input_masks: bool = True, progress: Progress | None = None) -> dict[str, dict[str, float]]:
+    """Rows ``input masks (2D)``, ``ours-2D``, ``ours-3D`` of the evaluation table for a trained field."""
+    from backend.method.evaluation import EvalConfig, ViewPredictions, input_mask_predictions, load_eval_views, score
+    eval_cfg = eval_cfg or EvalConfig(seed=cfg.seed)
+    cfg = adapt_to_resolution(cfg, scene)
+    data = Path(data)
+    val, gt, rotated = load_eval_views(data, eval_cfg)
+    thresholds = eval_cfg.thresholds()
+
+    def note(step: int, msg: str) -> None:
+        if progress is not None:
+            progress(ProgressEvent(stage="evaluation", step=step, total=4, message=msg))
+
+    note(0, "3D segmentation")
+    seg = segment_field(trainer, scene, cfg)
+    note(1, "rendering and labelling the val views")
+    angles = list(rotated)
+    l2, l3, depths = predict_views(trainer, seg, [val] + [rotated[a] for a in angles], thresholds, cfg)
+    rows = {}
+    if with_input_masks:
+        note(2, "input masks of the val views")
+
+        def make(sc: Scene, split: str) -> list[np.ndarray]:
+            return make_masks(sc, cfg.masks, data_dir=data, split=split)
+
+        rows["input masks (2D)"] = score(input_mask_predictions(val, rotated, make), val, gt, rotated, data, eval_cfg)
+    note(3, "scoring")
+    nerf = trainer.geometry == "nerf"  # in depth mode the depth is given, so its error is not a result
+    for name, labels in (("ours-2D", l2), ("ours-3D", l3)):
+        pred = ViewPredictions(val=labels[0], rotated={a: labels[k + 1] for k, a in enumerate(angles)},
+                               depth=depths[0] if nerf else None)
+        rows[name] = score(pred, val, gt, rotated, data, eval_cfg)
+    return rows
+
+
+def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool = False,
+                 eval_cfg=None, progress: Progress | None = None, max_train_views: int | None = None) -> Path:
+    """Evaluate a trained run on ``data``'s val split; with ``ablations`` also train and score the three
+    ablated variants next to it. Writes ``eval.md`` and ``eval.json``; returns the Markdown path."""
+    from backend.method.evaluation import EvalConfig, format_rows
+
+    run = Path(run)
+    trainer, scene, _, _, cfg = load_trained(run, data, max_views=max_train_views)
+    rows = evaluate_trained(trainer, scene, data, cfg, eval_cfg, progress=progress)
+    notes = []
+    if ablations:
+        variants = [Ablation(ultrametric=False), Ablation(hierarchical_sampling=False)]
+        if trainer.geometry == "nerf":
+            variants.append(Ablation(depth_continuity=False))
+        else:
+            notes.append("The depth continuity ablation is skipped: in depth geometry the given depth is exact "
+                         "and the loss (Eq. 5) is not used.")
+        for ab in variants:
+            sub = dataclasses.replace(cfg, ablation=ab)
+            t, sc, _ = train_run(data, run / "ablations" / ab.name, sub, progress=progress, max_views=max_train_views)
+            r = evaluate_trained(t, sc, data, sub, eval_cfg, with_input_masks=False, progress=progress)
+            rows[f"ours-3D ({ab.name})"] = r["ours-3D"]
+            rows[f"ours-2D ({ab.name})"] = r["ours-2D"]
+    out = Path(out) if out is not None else run
+    out.mkdir(parents=True, exist_ok=True)
+    table = format_rows(rows)
+    ec = eval_cfg or EvalConfig()
+    header = (f"Evaluation of `{run}` on `{data}` (val split; masks: {cfg.masks.source}; preset: {cfg.preset}; "
+              f"geometry: {cfg.geometry}; thresholds 0.01-{ec.max_threshold:g} in steps of 0.01).\n"
+              "NC, SI and VC in percent; depth error in normalised scene units.\n"
+              + "".join(n + "\n" for n in notes) + "\n")
+    (out / "eval.md").write_text(header + table + "\n")
+    finite = {name: {k: (v if np.isfinite(v) else None) for k, v in row.items()} for name, row in rows.items()}
+    (out / "eval.json").write_text(json.dumps(finite, indent=1))  # null where a metric does not apply
+    return out / "eval.md"

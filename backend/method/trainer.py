@@ -1,0 +1,658 @@
+"""Training of the ultrametric feature field (PAPER.md "Training"), with checkpoints, resume and progress.
+
+One step (released-code recipe): pick ONE training image, sample ``rays_per_step`` of its pixels, build the mask
+tree of its masks restricted to those pixels (:func:`backend.core.mask_tree.mask_tree`), draw hierarchical pairs
+(:func:`backend.core.sampling.sample_hierarchical_pairs`, Algorithm 1), get unit features for the pixels and apply the
+contrastive losses (:func:`backend.method.losses.feature_losses`, Eq. 1-4) plus the norm loss on raw features.
+
+Geometry modes (:attr:`TrainConfig.geometry`):
+
+- ``nerf``: volume-render the pixels (:func:`backend.method.field.renderer.render_rays`); colour loss (MSE), optional L1
+  depth supervision where the scene has depth, the depth continuity loss (Eq. 5) from
+  ``depth_continuity_start``; features are composited with detached weights.
+- ``depth``: the given depth is the exact geometry: the sampled pixels are unprojected and the feature branch is
+  queried at those surface points; background pixels (depth 0) get the background feature. No volume rendering,
+  no colour loss.
+- ``auto``: ``depth`` when the scene has depth for every view, else ``nerf``.
+
+Run folder: ``checkpoint.pt`` (model, optimiser, scheduler, grad scaler, occupancy grid, RNG states, step, scene
+fingerprint; written atomically) and ``train_config.json`` (the config, the resolved geometry and the scene
+fingerprint). :meth:`Trainer.resume` continues an interrupted run and refuses a folder made for another scene.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from backend.core.configs import dataclass_from_dict
+from backend.method.field.encoding import HashGridConfig
+from backend.method.field.model import UltrametricField, UltrametricFieldConfig, scaled_config
+from backend.method.field.occupancy import OccupancyGrid
+from backend.method.field.renderer import render_rays, render_rays_chunked
+from backend.core.geometry import unproject
+from backend.method.losses import ContrastiveLossConfig, depth_continuity_loss, feature_losses, norm_loss
+from backend.core.mask_tree import leaf_label_map, mask_tree
+from backend.core.sampling import sample_depth_stencils, sample_hierarchical_pairs
+from backend.core.scene import Scene
+
+#: File names inside a run folder.
+CHECKPOINT_NAME = "checkpoint.pt"
+CONFIG_NAME = "train_config.json"
+GEOMETRY_MODES = ("auto", "depth", "nerf")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------------------------------
+class TrainError(ValueError):
+    """Base of the trainer's input errors."""
+
+
+class GeometryModeError(TrainError):
+    """The requested geometry mode cannot be used with this scene (e.g. ``depth`` without depth maps)."""
+
+
+class MasksError(TrainError):
+    """The per-view masks are missing or do not match the scene."""
+
+
+class DepthRequiredError(TrainError):
+    """A depth-mode render was asked for without a depth map."""
+
+
+class RunFolderMismatchError(TrainError):
+    """The run folder (checkpoint/config) belongs to another scene."""
+
+
+class NoCheckpointError(TrainError):
+    """Resume was asked for, but the run folder holds no checkpoint."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; defaults are the paper's (PAPER.md "Training", A.1)."""
+
+    iterations: int = 20_000
+    """Optimisation steps."""
+    rays_per_step: int = 4096
+    """Pixels (rays) sampled per step, all from ONE training image."""
+    lr: float = 1e-2
+    """Adam learning rate at the start."""
+    lr_final_ratio: float = 1.0 / 30.0
+    """Cosine decay of the learning rate down to ``lr * lr_final_ratio`` at the last step."""
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    """Adam betas (Instant-NGP)."""
+    adam_eps: float = 1e-15
+    """Adam epsilon (Instant-NGP)."""
+    geometry: str = "auto"
+    """``auto`` (``depth`` when every view has depth, else ``nerf``), ``depth`` or ``nerf``."""
+    device: str = "auto"
+    """Torch device (``auto``: CUDA when available, else CPU)."""
+    mixed_precision: bool = True
+    """fp16 autocast + grad scaling on CUDA (paper: fp16); always off on CPU."""
+    seed: int = 0
+    """Seed of the model initialisation, pixel/pair sampling and ray jitter."""
+    checkpoint_every: int = 1000
+    """Write ``checkpoint.pt`` every this many steps (0: only at the end / on stop); needs a run folder."""
+    progress_every: int = 10
+    """Call the progress callback every this many steps (and at the end)."""
+    feature_weight: float = 1.0
+    """Weight of the contrastive feature loss (ultrametric + alpha * Euclidean, Eq. 4)."""
+    norm_weight: float = 0.1
+    """Weight of the raw-feature norm loss ``(||f|| - 1)^2`` (released code)."""
+    rgb_weight: float = 1.0
+    """Weight of the colour MSE (``nerf`` mode)."""
+    depth_weight: float = 0.1
+    """Weight of the L1 depth supervision in ``nerf`` mode when the scene has depth (0 disables)."""
+    depth_continuity_weight: float = 1.0
+    """Weight of the depth continuity loss (Eq. 5; ``nerf`` mode only; the paper gives no value)."""
+    depth_continuity_start: int = 5000
+    """First step using the depth continuity loss (A.1: after 5,000 of 20,000 iterations)."""
+    depth_continuity_threshold: float = 0.1
+    """Threshold ``t`` of Eq. 5 (not given in the paper; 0.1 in the released code)."""
+    depth_continuity_true_angle: bool = False
+    """Use the real angle between adjacent rays (``1 / fx``) as ``dtheta`` of Eq. 5; False uses the released
+    code's ``dtheta = 1``."""
+    stencils_per_mask: int = 16
+    """Depth continuity stencils per finest-level mask (A.1: 16 patches per mask)."""
+    max_stencils: int = 1024
+    """Cap on stencils rendered per step (random subset beyond it)."""
+    num_samples: int = 64
+    """Samples per ray for volume rendering (``nerf`` mode)."""
+    occupancy_resolution: int = 64
+    """Occupancy grid cells per axis (``nerf`` mode)."""
+    occupancy_every: int = 16
+    """Update the occupancy grid every this many steps."""
+    occupancy_warmup: int = 256
+    """First occupancy update (before it, every cell counts as occupied)."""
+    occupancy_threshold: float = 0.01
+    """Density below which a cell is empty."""
+    background_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Colour behind the scene: transparent pixels are composited onto it (``nerf`` mode)."""
+    n_pos: int = 64
+    """Positive pairs per mask and level (A.1)."""
+    n_neg: int = 64
+    """Negative pairs per mask and level (A.1)."""
+    p_in: float = 0.95
+    """Mask tree inclusion threshold (Algorithm 1)."""
+    p_iou: float = 0.85
+    """Mask tree IoU threshold (paper 0.85, released code 0.9)."""
+    render_chunk: int = 8192
+    """Points per chunk when querying features at depth points; volume rendering uses
+    ``render_chunk * 16 / num_samples`` rays per chunk (bounded memory)."""
+    loss: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
+    """Contrastive loss settings (temperature, alpha, kNN graph, which terms)."""
+    field: UltrametricFieldConfig = field(default_factory=UltrametricFieldConfig)
+    """Field architecture."""
+
+    def __post_init__(self) -> None:
+        if self.geometry not in GEOMETRY_MODES:
+            raise ValueError(f"geometry must be one of {GEOMETRY_MODES}, got {self.geometry!r}")
+        if self.iterations < 0 or self.rays_per_step < 8:
+            raise ValueError("iterations must be >= 0 and rays_per_step >= 8")
+        if not 0 < self.lr_final_ratio <= 1:
+            raise ValueError("lr_final_ratio must be in (0, 1]")
+
+
+def _scaled(cfg: TrainConfig, iterations: int) -> TrainConfig:
+    """``cfg`` with a new iteration count; the depth continuity start keeps its fraction of the run."""
+    frac = cfg.depth_continuity_start / max(cfg.iterations, 1)
+    return replace(cfg, iterations=iterations, depth_continuity_start=int(round(frac * iterations)),
+                   occupancy_warmup=min(cfg.occupancy_warmup, max(iterations // 8, 16)))
+
+
+_PAPER = TrainConfig()
+#: Named presets (``dataclasses.replace`` of the paper's settings).
+PRESETS: dict[str, TrainConfig] = {
+    "paper": _PAPER,
+    "quality": _PAPER,
+    "default": _scaled(_PAPER, 5000),
+    "fast": replace(_scaled(_PAPER, 1500), field=scaled_config(_PAPER.field, 17, feature_dim=128),
+                    checkpoint_every=500),
+    # CPU demo: depth-mode training of a ~128x128, ~20-view scene in about 4 minutes on 2 cores.
+    "cpu": replace(_scaled(_PAPER, 1500), rays_per_step=4096, checkpoint_every=500, num_samples=48,
+                   occupancy_resolution=32,
+                   field=replace(scaled_config(_PAPER.field, 15, feature_dim=32, density_max_resolution=512),
+                                 feature_hidden_dim=64,
+                                 feature_grid=HashGridConfig(num_levels=8, features_per_level=2,
+                                                             log2_hashmap_size=15, max_resolution=64))),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A copy of ``PRESETS[name]`` with field overrides (never mutates the shared preset)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """:class:`TrainConfig` from ``asdict(cfg)`` (e.g. read back from ``train_config.json``)."""
+    return dataclass_from_dict(TrainConfig, data)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Results and callbacks
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainProgress:
+    """Passed to the progress callback every ``progress_every`` steps."""
+
+    step: int
+    """Steps done so far."""
+    total: int
+    """Steps of the whole run."""
+    losses: dict[str, float]
+    """Loss terms of the latest step (``total`` included)."""
+    eta_s: float
+    """Estimated seconds left."""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :meth:`Trainer.fit`."""
+
+    iterations: int
+    """Steps done in total (including steps before a resume)."""
+    losses: dict[str, float]
+    """Loss terms of the last step."""
+    stopped: bool
+    """True when ``should_stop`` ended the run early."""
+    seconds: float
+    """Wall time of this call."""
+    geometry: str
+    """The geometry mode used (``depth`` or ``nerf``)."""
+
+
+@dataclass
+class ViewRender:
+    """A rendered view. Shapes: ``rgb`` float32 [H, W, 3] in [0, 1] or None (depth mode); ``depth`` float32
+    [H, W] planar, normalised units, 0 = background; ``opacity`` float32 [H, W]; ``features`` float32
+    [H, W, D] unit rows."""
+
+    rgb: np.ndarray | None
+    depth: np.ndarray
+    opacity: np.ndarray
+    features: np.ndarray
+
+
+def scene_fingerprint(scene: Scene) -> dict[str, Any]:
+    """What identifies a scene for resuming: view count, image size and a hash of the camera poses."""
+    c2w = np.round(np.asarray(scene.c2w, np.float64), 5) + 0.0  # + 0.0 folds -0.0 into 0.0
+    return {"num_views": scene.num_views, "height": scene.height, "width": scene.width,
+            "c2w_sha256": hashlib.sha256(np.ascontiguousarray(c2w).tobytes()).hexdigest()[:32]}
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` (or None) -> CUDA when available, else CPU; anything else as given."""
+    if name is None or name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_geometry(mode: str, scene: Scene) -> str:
+    """``auto`` -> ``depth`` when the scene has depth for every view, else ``nerf``; checks ``depth``."""
+    if mode not in GEOMETRY_MODES:
+        raise GeometryModeError(f"geometry must be one of {GEOMETRY_MODES}, got {mode!r}")
+    has_depth = scene.depth is not None and scene.depth.shape[0] == scene.num_views
+    if mode == "depth" and not has_depth:
+        raise GeometryModeError("geometry 'depth' needs a depth map for every view; use 'nerf' or 'auto'")
+    if mode == "auto":
+        return "depth" if has_depth else "nerf"
+    return mode
+
+
+def camera_rays(c2w: np.ndarray, K: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World rays through pixel positions ``uv`` (OpenGL camera, CONTRACTS.md conventions).
+
+    Shape: ``uv`` [P, 2] -> ``origins`` [P, 3], unit ``dirs`` [P, 3], ``planar_scale`` [P] (ray distance times
+    it is planar depth), all float32.
+    """
+    K = np.asarray(K, np.float64)
+    c2w = np.asarray(c2w, np.float64)
+    d_cam = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], -(uv[:, 1] - K[1, 2]) / K[1, 1], -np.ones(len(uv))], 1)
+    norm = np.linalg.norm(d_cam, axis=1)
+    dirs = (d_cam / norm[:, None]) @ c2w[:3, :3].T
+    origins = np.broadcast_to(c2w[:3, 3], dirs.shape)
+    return origins.astype(np.float32), dirs.astype(np.float32), (1.0 / norm).astype(np.float32)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------------------------
+class Trainer:
+    """Fits an :class:`UltrametricField` to a scene and its per-view masks; renders views and point features.
+
+    ``masks``: one bool array ``[M_i, H, W]`` per view (None: ``scene.masks``). ``progress`` receives
+    :class:`TrainProgress`; ``should_stop()`` is polled before every step and ends the run early (with a
+    checkpoint when there is a run folder).
+    """
+
+    def __init__(self, scene: Scene, masks: list[np.ndarray] | None, cfg: TrainConfig | None = None,
+                 run_dir: str | Path | None = None, progress: Callable[[TrainProgress], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        self.cfg = cfg = cfg or TrainConfig()
+        scene.validate()
+        self.scene = scene
+        self.masks = self._check_masks(scene, scene.masks if masks is None else masks)
+        self.geometry = resolve_geometry(cfg.geometry, scene)
+        self.device = resolve_device(cfg.device)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.progress = progress
+        self.should_stop = should_stop
+        self.fingerprint = scene_fingerprint(scene)
+        self.amp = bool(cfg.mixed_precision and self.device.type == "cuda")
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.field = UltrametricField(cfg.field, self.device)
+        self.occupancy = OccupancyGrid(cfg.occupancy_resolution, cfg.field.bound, cfg.occupancy_threshold,
+                                       device=self.device)
+        self.optimizer = torch.optim.Adam(self.field.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                                          eps=cfg.adam_eps)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=max(cfg.iterations, 1), eta_min=cfg.lr * cfg.lr_final_ratio)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        self.last_losses: dict[str, float] = {}
+        self._leaf_labels: dict[int, np.ndarray] = {}
+        self._bg_rgb = torch.tensor(cfg.background_rgb, dtype=torch.float32, device=self.device)
+
+    # -- construction helpers -----------------------------------------------------------------------------------
+    @staticmethod
+    def _check_masks(scene: Scene, masks: list[np.ndarray] | None) -> list[np.ndarray]:
+        if masks is None:
+            raise MasksError("no masks: pass one bool [M, H, W] array per view (or set scene.masks)")
+        if len(masks) != scene.num_views:
+            raise MasksError(f"masks given for {len(masks)} views, the scene has {scene.num_views}")
+        out = []
+        for i, m in enumerate(masks):
+            m = np.asarray(m)
+            if m.ndim != 3 or m.shape[1:] != (scene.height, scene.width):
+                raise MasksError(f"masks of view {i} must be [M, {scene.height}, {scene.width}], got {m.shape}")
+            out.append(m.astype(bool, copy=False))
+        return out
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, scene: Scene, masks: list[np.ndarray] | None,
+               progress: Callable[[TrainProgress], None] | None = None,
+               should_stop: Callable[[], bool] | None = None, **overrides: Any) -> "Trainer":
+        """A trainer restored from ``run_dir`` (config and checkpoint); call :meth:`fit` to continue.
+
+        ``overrides`` replace config fields (e.g. ``device``). Raises :class:`RunFolderMismatchError` when the
+        folder was made for another scene, :class:`NoCheckpointError` when it holds no checkpoint.
+        """
+        run_dir = Path(run_dir)
+        cfg_path = run_dir / CONFIG_NAME
+        if not cfg_path.exists() or not (run_dir / CHECKPOINT_NAME).exists():
+            raise NoCheckpointError(f"{run_dir} holds no {CONFIG_NAME} + {CHECKPOINT_NAME} to resume from")
+        meta = json.loads(cfg_path.read_text())
+        cls._check_fingerprint(meta.get("fingerprint"), scene_fingerprint(scene), cfg_path)
+        cfg = config_from_dict(meta["config"])
+        if overrides:
+            cfg = replace(cfg, **overrides)
+        trainer = cls(scene, masks, cfg, run_dir=run_dir, progress=progress, should_stop=should_stop)
+        trainer.load_checkpoint(run_dir / CHECKPOINT_NAME)
+        return trainer
+
+    @staticmethod
+    def _check_fingerprint(stored: dict[str, Any] | None, current: dict[str, Any], where: Path) -> None:
+        if stored != current:
+            raise RunFolderMismatchError(
+                f"{where} belongs to another scene (stored {stored}, this scene {current}); "
+                "use a new run folder")
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit: model, optimiser, scheduler, scaler, RNGs, step."""
+        return {
+            "version": 1,
+            "step": self.step,
+            "geometry": self.geometry,
+            "fingerprint": self.fingerprint,
+            "model": self.field.state_dict(),
+            "occupancy": self.occupancy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {"numpy": self.rng.bit_generator.state, "torch": self.generator.get_state()},
+            "losses": dict(self.last_losses),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``checkpoint.pt`` (atomically) and ``train_config.json`` into the run folder, if any."""
+        if self.run_dir is None:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        meta = {"version": 1, "config": asdict(self.cfg), "geometry": self.geometry,
+                "fingerprint": self.fingerprint}
+        _atomic_write_text(json.dumps(meta, indent=2), self.run_dir / CONFIG_NAME)
+        path = self.run_dir / CHECKPOINT_NAME
+        _atomic_torch_save(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint` (same scene, same config)."""
+        state = torch.load(Path(path), map_location=self.device, weights_only=False)
+        self._check_fingerprint(state.get("fingerprint"), self.fingerprint, Path(path))
+        self.field.load_state_dict(state["model"])
+        self.occupancy.load_state_dict(state["occupancy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.rng.bit_generator.state = state["rng"]["numpy"]
+        self.generator.set_state(state["rng"]["torch"].cpu())
+        self.step = int(state["step"])
+        self.last_losses = dict(state.get("losses", {}))
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train up to ``cfg.iterations`` steps (from the checkpoint's step when ``resume`` and one exists)."""
+        if resume and self.run_dir is not None and (self.run_dir / CHECKPOINT_NAME).exists() and self.step == 0:
+            cfg_path = self.run_dir / CONFIG_NAME
+            if cfg_path.exists():
+                self._check_fingerprint(json.loads(cfg_path.read_text()).get("fingerprint"), self.fingerprint,
+                                        cfg_path)
+            self.load_checkpoint(self.run_dir / CHECKPOINT_NAME)
+        t0 = time.perf_counter()
+        start = self.step
+        total = self.cfg.iterations
+        stopped = False
+        self.field.train()
+        while self.step < total:
+            if self.should_stop is not None and self.should_stop():
+                stopped = True
+                break
+            self.last_losses = self.train_step()
+            self.step += 1
+            every = self.cfg.checkpoint_every
+            if self.run_dir is not None and every > 0 and self.step % every == 0 and self.step < total:
+                self.save_checkpoint()
+            if self.progress is not None and (self.step % max(self.cfg.progress_every, 1) == 0 or self.step == total):
+                done = self.step - start
+                eta = (time.perf_counter() - t0) / max(done, 1) * (total - self.step)
+                self.progress(TrainProgress(self.step, total, dict(self.last_losses), eta))
+        self.save_checkpoint()
+        return TrainResult(iterations=self.step, losses=dict(self.last_losses), stopped=stopped,
+                           seconds=time.perf_counter() - t0, geometry=self.geometry)
+
+    def _sample_pixels(self, view: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h, w = self.scene.height, self.scene.width
+        n = min(self.cfg.rays_per_step, h * w)
+        pix = np.sort(self.rng.choice(h * w, size=n, replace=False))
+        rows, cols = pix // w, pix % w
+        uv = np.stack([cols + 0.5, rows + 0.5], axis=1).astype(np.float64)
+        return rows, cols, uv
+
+    def _leaf_labels_of(self, view: int) -> np.ndarray:
+        """Finest-level mask label of every pixel of a view, int64 [H, W] (-1 = none); cached."""
+        if view not in self._leaf_labels:
+            m = self.masks[view]
+            tree = mask_tree(m.reshape(m.shape[0], -1), p_in=self.cfg.p_in, p_iou=self.cfg.p_iou)
+            self._leaf_labels[view] = leaf_label_map(tree).reshape(self.scene.height, self.scene.width)
+        return self._leaf_labels[view]
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step on one random view; returns the loss terms as floats."""
+        cfg = self.cfg
+        view = int(self.rng.integers(self.scene.num_views))
+        rows, cols, uv = self._sample_pixels(view)
+        sampled_masks = self.masks[view][:, rows, cols]
+        tree = mask_tree(sampled_masks, p_in=cfg.p_in, p_iou=cfg.p_iou)
+        pairs = sample_hierarchical_pairs(tree, self.rng, n_pos=cfg.n_pos, n_neg=cfg.n_neg)
+
+        if self.geometry == "nerf":
+            if self.step >= cfg.occupancy_warmup and (self.step - cfg.occupancy_warmup) % cfg.occupancy_every == 0:
+                self.occupancy.update(lambda x: self.field.density(x)[0], generator=self.generator)
+            stencils = None
+            if cfg.depth_continuity_weight > 0 and self.step >= cfg.depth_continuity_start:
+                stencils = sample_depth_stencils(self._leaf_labels_of(view), self.rng, per_mask=cfg.stencils_per_mask)
+                if len(stencils) > cfg.max_stencils:
+                    stencils = stencils[np.sort(self.rng.choice(len(stencils), cfg.max_stencils, replace=False))]
+                if len(stencils) == 0:
+                    stencils = None
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+            if self.geometry == "depth":
+                terms = self._depth_mode_terms(view, rows, cols, uv)
+            else:
+                terms = self._nerf_mode_terms(view, rows, cols, uv, stencils)
+            if len(pairs):
+                fl = feature_losses(terms.pop("_features").float(), uv, pairs, cfg.loss, sampled_masks)
+                for k, v in fl.items():
+                    terms[k] = v
+            else:
+                terms.pop("_features")
+        weights = {"ultrametric": cfg.feature_weight, "euclidean": cfg.feature_weight, "norm": cfg.norm_weight,
+                   "rgb": cfg.rgb_weight, "depth": cfg.depth_weight, "depth_continuity": cfg.depth_continuity_weight}
+        total = sum(weights.get(k, 1.0) * v.float() for k, v in terms.items())
+        if torch.is_tensor(total) and total.requires_grad:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
+        return out
+
+    def _depth_mode_terms(self, view: int, rows: np.ndarray, cols: np.ndarray, uv: np.ndarray) -> dict[str, Tensor]:
+        d = self.scene.depth[view, rows, cols].astype(np.float64)
+        fg = d > 0
+        feats = self.field.unit_background()[None, :].expand(len(uv), -1)
+        terms: dict[str, Tensor] = {}
+        if fg.any():
+            pts = unproject(uv[fg], d[fg], self.scene.K[view], self.scene.c2w[view])
+            raw = self.field.raw_features(torch.as_tensor(pts, dtype=torch.float32, device=self.device))
+            idx = torch.as_tensor(np.flatnonzero(fg), device=self.device)
+            feats = feats.index_put((idx,), F.normalize(raw.float(), dim=-1))
+            terms["norm"] = norm_loss(raw.float())
+        terms["_features"] = feats
+        return terms
+
+    def _nerf_mode_terms(self, view: int, rows: np.ndarray, cols: np.ndarray, uv: np.ndarray,
+                         stencils: np.ndarray | None) -> dict[str, Tensor]:
+        cfg = self.cfg
+        h, w = self.scene.height, self.scene.width
+        n_main = len(uv)
+        if stencils is not None:
+            st_flat = stencils.reshape(-1)
+            uv_all = np.concatenate([uv, np.stack([st_flat % w + 0.5, st_flat // w + 0.5], 1)], 0)
+        else:
+            uv_all = uv
+        o, d, ps = camera_rays(self.scene.c2w[view], self.scene.K[view], uv_all)
+        dev = self.device
+        out = render_rays(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(d).to(dev),
+                          num_samples=cfg.num_samples, occupancy=self.occupancy, perturb=True,
+                          generator=self.generator, background_rgb=self._bg_rgb,
+                          planar_scale=torch.from_numpy(ps).to(dev))
+        target = torch.from_numpy(self.scene.rgb[view, rows, cols].astype(np.float32) / 255.0).to(dev)
+        if self.scene.alpha is not None:
+            a = torch.from_numpy(self.scene.alpha[view, rows, cols].astype(np.float32) / 255.0).to(dev)[:, None]
+            target = target * a + self._bg_rgb * (1.0 - a)
+        terms: dict[str, Tensor] = {"rgb": F.mse_loss(out.rgb[:n_main].float(), target)}
+        if self.scene.depth is not None and cfg.depth_weight > 0:
+            gt = torch.from_numpy(self.scene.depth[view, rows, cols].astype(np.float32)).to(dev)
+            fg = gt > 0
+            if bool(fg.any()):
+                terms["depth"] = (out.depth[:n_main][fg] - gt[fg]).abs().mean()
+        if stencils is not None:
+            sd = out.depth[n_main:].reshape(-1, stencils.shape[1]).float()
+            dtheta = 1.0 / float(self.scene.K[view][0, 0]) if cfg.depth_continuity_true_angle else 1.0
+            terms["depth_continuity"] = depth_continuity_loss(sd, dtheta, cfg.depth_continuity_threshold)
+        if out.raw_features is not None and len(out.raw_features):
+            terms["norm"] = norm_loss(out.raw_features.float())
+        terms["_features"] = out.features[:n_main]
+        return terms
+
+    # -- inference ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _features_at(self, points: np.ndarray) -> np.ndarray:
+        """Unit features at world points, in chunks. Shape: [P, 3] -> float32 [P, D]."""
+        out = []
+        for i in range(0, len(points), self.cfg.render_chunk):
+            p = torch.as_tensor(points[i:i + self.cfg.render_chunk], dtype=torch.float32, device=self.device)
+            out.append(F.normalize(self.field.raw_features(p).float(), dim=-1).cpu().numpy())
+        if not out:
+            return np.zeros((0, self.cfg.field.feature_dim), np.float32)
+        return np.concatenate(out, 0).astype(np.float32)
+
+    @torch.no_grad()
+    def render_view(self, c2w: np.ndarray, K: np.ndarray, h: int, w: int,
+                    depth: np.ndarray | None = None) -> ViewRender:
+        """Render a view (features always; rgb/depth from the NeRF in ``nerf`` mode).
+
+        In ``depth`` mode ``depth`` [H, W] (planar, normalised units, 0 = background) is required: features are
+        queried at its unprojected points and the background gets the background feature.
+        """
+        self.field.eval()
+        c2w = np.asarray(c2w, np.float64)
+        K = np.asarray(K, np.float64)
+        if c2w.shape != (4, 4) or K.shape != (3, 3):
+            raise TrainError(f"c2w must be [4,4] and K [3,3], got {c2w.shape} {K.shape}")
+        if depth is not None and np.asarray(depth).shape != (h, w):
+            raise TrainError(f"depth must be [{h}, {w}], got {np.asarray(depth).shape}")
+        ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        uv = np.stack([jj.reshape(-1) + 0.5, ii.reshape(-1) + 0.5], 1).astype(np.float64)
+        dim = self.cfg.field.feature_dim
+        if self.geometry == "depth":
+            if depth is None:
+                raise DepthRequiredError("this field was trained in depth mode: render_view needs the view's depth")
+            d = np.asarray(depth, np.float64).reshape(-1)
+            fg = d > 0
+            feats = np.broadcast_to(self.field.unit_background().float().cpu().numpy(), (h * w, dim)).copy()
+            feats[fg] = self._features_at(unproject(uv[fg], d[fg], K, c2w))
+            self.field.train()
+            return ViewRender(rgb=None, depth=np.where(fg, d, 0).reshape(h, w).astype(np.float32),
+                              opacity=fg.reshape(h, w).astype(np.float32),
+                              features=feats.reshape(h, w, dim).astype(np.float32))
+        o, dr, ps = camera_rays(c2w, K, uv)
+        dev = self.device
+        ray_chunk = max(64, self.cfg.render_chunk * 16 // max(self.cfg.num_samples, 1))
+        out = render_rays_chunked(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(dr).to(dev),
+                                  chunk=ray_chunk, planar_scale=torch.from_numpy(ps).to(dev),
+                                  num_samples=self.cfg.num_samples, occupancy=self.occupancy,
+                                  background_rgb=self._bg_rgb)
+        self.field.train()
+        opacity = out.opacity.float().cpu().numpy()
+        dep = np.where(opacity > 0.5, out.depth.float().cpu().numpy(), 0.0)
+        return ViewRender(rgb=out.rgb.float().clamp(0, 1).cpu().numpy().reshape(h, w, 3).astype(np.float32),
+                          depth=dep.reshape(h, w).astype(np.float32),
+                          opacity=opacity.reshape(h, w).astype(np.float32),
+                          features=out.features.float().cpu().numpy().reshape(h, w, dim).astype(np.float32))
+
+    def feature_points(self, view_indices: list[int] | np.ndarray | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Foreground point cloud of training views: depth (given or rendered) unprojected, with features.
+
+        Returns ``points`` float32 [P, 3] (normalised units), ``features`` float32 [P, D] unit rows, ``colors``
+        uint8 [P, 3] (the views' pixels). ``view_indices`` None means all views.
+        """
+        views = range(self.scene.num_views) if view_indices is None else view_indices
+        pts, feats, cols = [], [], []
+        h, w = self.scene.height, self.scene.width
+        for v in views:
+            v = int(v)
+            c2w, K = self.scene.c2w[v], self.scene.K[v]
+            given = self.scene.depth[v] if self.geometry == "depth" else None
+            r = self.render_view(c2w, K, h, w, depth=given)
+            fg = r.depth > 0
+            ii, jj = np.nonzero(fg)
+            uv = np.stack([jj + 0.5, ii + 0.5], 1).astype(np.float64)
+            pts.append(unproject(uv, r.depth[fg].astype(np.float64), K, c2w).astype(np.float32))
+            feats.append(r.features[fg])
+            cols.append(self.scene.rgb[v][fg])
+        dim = self.cfg.field.feature_dim
+        if not pts:
+            return np.zeros((0, 3), np.float32), np.zeros((0, dim), np.float32), np.zeros((0, 3), np.uint8)
+        return (np.concatenate(pts, 0), np.concatenate(feats, 0).astype(np.float32),
+                np.concatenate(cols, 0).astype(np.uint8))

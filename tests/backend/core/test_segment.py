@@ -1,0 +1,63 @@
+"""3D segmentation helpers: component bridging, one-query label propagation, hierarchy export."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backend.core import linkage_tree
+from backend.core.pointcloud import PointCloud
+from backend.core.segment import (SegmentConfig, bridge_components, propagate_label_stack, segment_hierarchy,
+                             segment_point_cloud)
+
+
+def two_blobs(n: int = 300, gap: float = 1.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0, 0.01, (n, 3))
+    b = rng.normal(0, 0.01, (n, 3)) + [gap, 0, 0]
+    return np.concatenate([a, b])
+
+
+def test_bridge_links_separate_objects_so_features_decide():
+    pts = two_blobs()
+    src, dst = linkage_tree.knn_graph(pts, k=8)
+    s2, d2 = bridge_components(pts, src, dst)
+    assert len(s2) == len(src) + 1  # exactly one bridge between the two blobs
+    a, b = s2[-1], d2[-1]
+    assert (a < 300) != (b < 300)
+    # Same features on both blobs: one segment at any positive threshold; different: two until t > distance.
+    feats = np.tile([1.0, 0, 0], (600, 1))
+    seg = segment_point_cloud(PointCloud(pts, np.zeros((600, 3), np.uint8), feats), SegmentConfig(knn=8))
+    assert len(np.unique(seg.labels([0.01])[0])) == 1
+    feats[300:] = [0.0, 1.0, 0]  # 1 - cos = 1 between the blobs
+    seg = segment_point_cloud(PointCloud(pts, np.zeros((600, 3), np.uint8), feats), SegmentConfig(knn=8))
+    lab = seg.labels([0.5, 1.5])
+    assert len(np.unique(lab[0])) == 2 and len(np.unique(lab[1])) == 1
+
+
+def test_debris_is_not_bridged():
+    pts = np.concatenate([two_blobs(), [[5.0, 5, 5]]])  # a lone point: fusion debris
+    src, dst = linkage_tree.knn_graph(pts, k=8)
+    s2, _ = bridge_components(pts, src, dst)
+    assert len(s2) == len(src) + 1
+
+
+def test_label_stack_matches_per_threshold_propagation_when_all_labelled():
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(0, 1, (400, 3))
+    labels = np.stack([rng.integers(0, 5, 400), rng.integers(0, 2, 400)])
+    q = rng.uniform(0, 1, (100, 3))
+    stack = propagate_label_stack(pts, labels, q, k=5, max_distance=0.2)
+    for i in range(2):
+        np.testing.assert_array_equal(stack[i], linkage_tree.propagate_labels(pts, labels[i], q, k=5, max_distance=0.2))
+    far = propagate_label_stack(pts, labels, q + 10.0, k=5, max_distance=0.2)
+    assert (far == -1).all()
+
+
+def test_hierarchy_links_each_segment_to_its_coarser_parent():
+    labels = np.array([[0, 0, 1, 2, -1], [0, 0, 0, 1, -1]])
+    h = segment_hierarchy(labels, [0.1, 0.2])
+    assert h["thresholds"] == [0.1, 0.2]
+    fine = {s["id"]: s for s in h["levels"][0]["segments"]}
+    assert fine[0]["parent"] == 0 and fine[1]["parent"] == 0 and fine[2]["parent"] == 1
+    assert fine[0]["size"] == 2
+    assert all(s["parent"] is None for s in h["levels"][1]["segments"])
