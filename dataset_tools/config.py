@@ -58,6 +58,11 @@ class RenderConfig:
     CPU), ``cpu`` or ``gpu`` (error when none). The device used is recorded in meta.json."""
     visibility_rel_tol: float = 0.01
     """Relative depth tolerance when deciding whether a point seen in one view is visible in another."""
+    frame: tuple[str, ...] = ()
+    """What the sampled cameras frame (look at and fit in view): ``()`` = everything that renders except
+    large flat backdrops such as a floor (see :mod:`dataset_tools.framing`), ``("*",)`` = everything, or
+    names of collections / objects (their rendered objects). Rendering and ground truth cover the whole
+    scene either way."""
     extra: dict = field(default_factory=dict)
     """Free-form settings recorded in meta.json (not interpreted)."""
 
@@ -82,11 +87,16 @@ class RenderConfig:
             raise DatasetError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if len(set(self.rotations)) != len(self.rotations):
             raise DatasetError(f"rotations must be distinct, got {list(self.rotations)}")
+        if isinstance(self.frame, str) or not all(isinstance(n, str) and n.strip() for n in self.frame):
+            raise DatasetError(f"frame must be a list of collection or object names, got {self.frame!r}")
+        if "*" in self.frame and len(self.frame) > 1:
+            raise DatasetError("frame: '*' (everything) cannot be combined with names")
 
     def to_meta(self) -> dict:
         """The settings as plain JSON values (what meta.json records and resume compares)."""
         d = asdict(self)
         d["rotations"] = [float(r) for r in self.rotations]
+        d["frame"] = [str(n) for n in self.frame]
         return d
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import writers
+from . import framing, writers
 from .cameras import fit_distance, intrinsics, orbit_poses, rotate_about_axis
 from .config import RenderConfig, rotation_suffix
 from .errors import DatasetError
@@ -152,6 +152,11 @@ def remove_stale_temporaries(out_dir: Path) -> int:
     return n
 
 
+#: meta.json keys added after format version 1 was released -> the value a folder without them implies
+#: (None: any value; the framing they describe is compared through scene_centre and camera_distance).
+_ADDED_KEYS = {"frame": [], "frame_bounds": None, "frame_backdrops": None}
+
+
 def _check_meta(out_dir: Path, meta: dict) -> None:
     path = out_dir / "meta.json"
     if not path.exists():
@@ -168,19 +173,61 @@ def _check_meta(out_dir: Path, meta: dict) -> None:
     for key in sorted(set(old_flat) | set(new_flat)):
         if key == "source":
             continue
+        if key not in old_flat and key in _ADDED_KEYS and _ADDED_KEYS[key] in (None, new_flat.get(key)):
+            continue  # a folder from before the key existed; scene_centre and camera_distance still guard it
         if old_flat.get(key) != new_flat.get(key):
             raise DatasetError(f"{out_dir} was rendered with different settings ({key}: {old_flat.get(key)!r} there, "
                                f"{new_flat.get(key)!r} now); use a new folder or the original settings")
 
 
-def _transforms(poses: np.ndarray, split: str, config: RenderConfig) -> dict:
+def _camera_fields(config: RenderConfig) -> dict:
     K = intrinsics(config.width, config.height, config.camera_angle_x)
     return {
         "camera_angle_x": float(config.camera_angle_x),
         "w": int(config.width), "h": int(config.height),
         "fl_x": float(K[0, 0]), "fl_y": float(K[1, 1]), "cx": float(K[0, 2]), "cy": float(K[1, 2]),
+    }
+
+
+def _transforms(poses: np.ndarray, split: str, config: RenderConfig, ngp: dict) -> dict:
+    """A NeRF-synthetic ``transforms_<split>.json`` (extension-less ``./split/r_i`` paths) plus instant-ngp's box."""
+    return {
+        **_camera_fields(config), **ngp,
         "frames": [{"file_path": f"./{split}/r_{i}", "transform_matrix": np.asarray(c2w, float).tolist()}
                    for i, c2w in enumerate(poses)],
+    }
+
+
+#: Splits listed in ``transforms.json`` (nerfstudio), in frame order.
+NERFSTUDIO_SPLITS = ("train", "val", "test")
+
+
+def nerfstudio_depth_file(split: str, index: int) -> str:
+    """Relative path of a view's 16-bit millimetre depth PNG (``depth_file_path`` in ``transforms.json``)."""
+    return f"depth/{split}/r_{index}.png"
+
+
+def _nerfstudio_transforms(plan: dict[str, np.ndarray], config: RenderConfig, ngp: dict) -> dict:
+    """``transforms.json`` in nerfstudio's own format (nerfstudio-data dataparser), also read by instant-ngp.
+
+    Every train, val and test view is a frame (``file_path`` with its extension, ``depth_file_path``);
+    ``train_filenames`` / ``val_filenames`` / ``test_filenames`` pick the splits (an empty val or test list
+    falls back to the other one, as nerfstudio evaluates on both). Poses are the .blend's world frame, so
+    ``applied_transform`` is the identity.
+    """
+    frames, names = [], {}
+    for split in NERFSTUDIO_SPLITS:
+        poses = plan.get(split, np.zeros((0, 4, 4)))
+        names[split] = [f"{split}/r_{i}.png" for i in range(len(poses))]
+        frames += [{"file_path": f"{split}/r_{i}.png", "depth_file_path": nerfstudio_depth_file(split, i),
+                    "transform_matrix": np.asarray(c2w, float).tolist()} for i, c2w in enumerate(poses)]
+    return {
+        "camera_model": "OPENCV", **_camera_fields(config),
+        "applied_transform": np.eye(4)[:3].tolist(), **ngp,
+        "train_filenames": names["train"],
+        "val_filenames": names["val"] or names["test"],
+        "test_filenames": names["test"] or names["val"],
+        "frames": frames,
     }
 
 
@@ -195,6 +242,14 @@ def _write_view(out_dir: Path, job: ViewJob, view: ViewData, prep: PreparedScene
     writers.write_png(out_dir / files["ids"], view.ids.astype(np.uint16))
     if "depth_png" in files:
         writers.write_png(out_dir / files["depth_png"], writers.depth_to_png8(view.depth, *depth_range))
+
+
+def _ensure_nerfstudio_depth(out_dir: Path, job: ViewJob) -> None:
+    """Write the view's millimetre depth PNG from its float depth unless a readable one is there."""
+    rel = nerfstudio_depth_file(job.split, job.index)
+    if not view_done(out_dir, (rel,)):
+        depth = writers.read_npy(out_dir / job.files()["depth"])
+        writers.write_png(out_dir / rel, writers.depth_to_png16_mm(depth))
 
 
 def visibility_files(index: int, angle: float) -> tuple[str, str]:
@@ -218,6 +273,7 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
                 raise DatasetError("the scene has no camera objects (--use-scene-cameras)")
         plan = plan_views(centre, distance, config, scene_poses)
         depth_range = (max(distance - radius, 0.0), distance + radius)
+        ngp = framing.ngp_box(prep.frame_box, prep.bounds, config.margin)
         settings = config.to_meta()
         settings.pop("threads")
         settings.pop("device")  # the preference; the device actually used is compared instead
@@ -227,6 +283,7 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
             "settings": settings, "seed": config.seed,
             "counts": {split: int(len(p)) for split, p in plan.items()},
             "scene_bounds": prep.bounds.tolist(), "scene_centre": centre.tolist(), "scene_radius": radius,
+            "frame_bounds": prep.frame_box.tolist(), "frame_backdrops": list(prep.backdrops),
             "render_device": prep.device, "camera_distance": distance, "val_depth_png_range": list(depth_range),
             "colour": "sRGB (Standard view transform), straight alpha",
             "conventions": "c2w OpenGL axes (NeRF-synthetic); depth planar, world units, 0 = background",
@@ -236,10 +293,11 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
         remove_stale_temporaries(out_dir)
         writers.write_json(out_dir / "meta.json", meta)
         writers.write_json(out_dir / "hierarchy.json", prep.hierarchy.to_json())
-        for split, poses in plan.items():
+        for split, poses in {**{s: np.zeros((0, 4, 4)) for s in NERFSTUDIO_SPLITS}, **plan}.items():
             name = "transforms_val_rotate" + split[len("val_rotate"):] if split.startswith("val_rotate") else \
                 f"transforms_{split}"
-            writers.write_json(out_dir / f"{name}.json", _transforms(poses, split, config))
+            writers.write_json(out_dir / f"{name}.json", _transforms(poses, split, config, ngp))
+        writers.write_json(out_dir / "transforms.json", _nerfstudio_transforms(plan, config, ngp))
 
         jobs = [ViewJob(split, i, c2w) for split, poses in plan.items() for i, c2w in enumerate(poses)]
         n_vis = len(plan.get("val", [])) * len(config.rotations)
@@ -253,6 +311,8 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
                 view = prep.renderer.render(job.c2w)
                 _write_view(out_dir, job, view, prep, depth_range)
                 result.rendered += 1
+            if job.split in NERFSTUDIO_SPLITS:
+                _ensure_nerfstudio_depth(out_dir, job)
             done += 1
             if progress is not None:
                 progress(done, total, f"{job.split}/{job.stem}")

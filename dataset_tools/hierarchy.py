@@ -326,15 +326,21 @@ def realised_instances(scene, view_layer) -> Iterator[list]:
             pass
 
 
-def scene_bounds(objects: list, depsgraph) -> np.ndarray:
-    """World-space AABB [[min xyz], [max xyz]] (float64 [2, 3]) of the evaluated bounding boxes of ``objects``."""
-    corners = []
+def world_boxes(objects: list, depsgraph) -> np.ndarray:
+    """World-space corners [N, 8, 3] (float64, ``bound_box`` order) of the evaluated bounding boxes of ``objects``."""
+    boxes = []
     for obj in objects:
         ev = obj.evaluated_get(depsgraph)
         bb = np.array([tuple(c) for c in ev.bound_box], dtype=np.float64)
         mw = np.array(ev.matrix_world, dtype=np.float64)
-        corners.append(bb @ mw[:3, :3].T + mw[:3, 3])
-    if not corners:
+        boxes.append(bb @ mw[:3, :3].T + mw[:3, 3])
+    return np.stack(boxes) if boxes else np.zeros((0, 8, 3))
+
+
+def scene_bounds(objects: list, depsgraph) -> np.ndarray:
+    """World-space AABB [[min xyz], [max xyz]] (float64 [2, 3]) of the evaluated bounding boxes of ``objects``."""
+    boxes = world_boxes(objects, depsgraph)
+    if not len(boxes):
         raise DatasetError("nothing renderable in the scene")
-    pts = np.concatenate(corners)
+    pts = boxes.reshape(-1, 3)
     return np.stack([pts.min(axis=0), pts.max(axis=0)])

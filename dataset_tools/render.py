@@ -30,6 +30,7 @@ from typing import Callable, Generator, Iterator
 import bpy
 import numpy as np
 
+from . import framing
 from . import hierarchy as hier
 from .cameras import intrinsics, orbit_poses, fit_distance
 from .config import ENGINES, RenderConfig
@@ -404,18 +405,56 @@ class PreparedScene:
     hierarchy: hier.Hierarchy
     objects_by_id: dict[int, object]
     bounds: np.ndarray
+    """World AABB [2, 3] of everything that renders."""
     renderer: Renderer
     device: str = "CPU"
     """Device rendering the views: ``CPU``, a Cycles GPU back-end (``OPTIX``, ``CUDA``...) or ``WORKBENCH``."""
+    frame_bounds: np.ndarray | None = None
+    """World AABB [2, 3] of the framed content (``RenderConfig.frame``); None = ``bounds``."""
+    backdrops: tuple[str, ...] = ()
+    """Names of the objects left out of the framing as backdrops (automatic framing only)."""
 
     @property
     def centre(self) -> np.ndarray:
-        return self.bounds.mean(axis=0)
+        """Centre of the framed content's AABB: the point sampled cameras look at and val views turn about."""
+        return self.frame_box.mean(axis=0)
 
     @property
     def radius(self) -> float:
-        """Radius of the bounding sphere of the AABB."""
-        return float(max(np.linalg.norm(self.bounds[1] - self.bounds[0]) / 2.0, 1e-6))
+        """Radius of the bounding sphere of the framed content's AABB."""
+        b = self.frame_box
+        return float(max(np.linalg.norm(b[1] - b[0]) / 2.0, 1e-6))
+
+    @property
+    def frame_box(self) -> np.ndarray:
+        """World AABB [2, 3] of the framed content."""
+        return self.bounds if self.frame_bounds is None else self.frame_bounds
+
+
+def frame_content(hierarchy: hier.Hierarchy, objects_by_id: dict[int, object], boxes: np.ndarray,
+                  frame: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """World AABB [2, 3] of what ``frame`` (``RenderConfig.frame``) selects, and the backdrops left out.
+
+    ``boxes`` [N, 8, 3] are the world bounding-box corners of ``objects_by_id``'s objects, in its order.
+    Names that match nothing, or only content that does not render, raise :class:`DatasetError`.
+    """
+    ids = list(objects_by_id)
+    if frame == (framing.FRAME_ALL,):
+        return framing.aabb(boxes), ()
+    if not frame:
+        back = framing.backdrop_mask(boxes)
+        if back.any():
+            return framing.aabb(boxes[~back]), tuple(sorted(objects_by_id[i].name for i, b in zip(ids, back) if b))
+        return framing.aabb(boxes), ()
+    chosen, missing = framing.named_leaves(hierarchy.nodes, frame)
+    for name in missing:
+        if name in bpy.data.collections or name in bpy.data.objects:
+            raise DatasetError(f"frame: nothing in {name!r} renders (hidden, excluded from the view layer, "
+                               f"holdout or not in this scene)")
+        known = [n["name"] for n in hierarchy.nodes]
+        raise DatasetError(f"frame: no collection or object named {name!r}{framing.suggestion(name, known)}")
+    index = {node_id: k for k, node_id in enumerate(ids)}
+    return framing.aabb(boxes[[index[i] for i in chosen]]), ()
 
 
 def default_view_layer(scene):
@@ -457,6 +496,9 @@ def prepared_scene(scene, config: RenderConfig, view_layer=None) -> Iterator[Pre
         stack.enter_context(hier.pass_indices(objects_by_id))
         depsgraph = bpy.context.evaluated_depsgraph_get() if bpy.context.scene == scene else scene.view_layers[0].depsgraph
         bounds = hier.scene_bounds(list(objects_by_id.values()), depsgraph)
+        frame_bounds, backdrops = frame_content(hierarchy, objects_by_id,
+                                                hier.world_boxes(list(objects_by_id.values()), depsgraph),
+                                                tuple(config.frame))
         stack.enter_context(_saved_attrs(_settings_to_save(scene, view_layer)))
         cam_data = bpy.data.cameras.new("dataset_tools_camera")
         cam_obj = bpy.data.objects.new("dataset_tools_camera", cam_data)
@@ -477,7 +519,7 @@ def prepared_scene(scene, config: RenderConfig, view_layer=None) -> Iterator[Pre
         stack.callback(shutil.rmtree, workdir, True)
         renderer = Renderer(scene, view_layer, config, cam_obj, hierarchy.leaf_ids, objects_by_id, workdir)
         yield PreparedScene(hierarchy=hierarchy, objects_by_id=objects_by_id, bounds=bounds, renderer=renderer,
-                            device=device)
+                            device=device, frame_bounds=frame_bounds, backdrops=backdrops)
 
 
 def scene_camera_poses(scene) -> np.ndarray:

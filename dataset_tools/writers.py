@@ -268,6 +268,21 @@ def depth_to_png8(depth: np.ndarray, near: float, far: float) -> np.ndarray:
     return out
 
 
+#: Largest depth (world units, read as metres) a millimetre PNG holds; farther pixels are written as 0.
+PNG16_MM_MAX_DEPTH = 65.535
+
+
+def depth_to_png16_mm(depth: np.ndarray) -> np.ndarray:
+    """Planar depth in metres -> uint16 millimetres (nerfstudio's default ``depth_unit_scale_factor`` 1e-3).
+
+    0 stays 0 (background, "no depth" to nerfstudio); depth beyond 65.535 m is also written as 0.
+    """
+    d = np.asarray(depth, dtype=np.float64)
+    mm = np.rint(d * 1000.0)
+    ok = (d > 0) & np.isfinite(d) & (mm <= 65535)
+    return np.where(ok, mm, 0).astype(np.uint16)
+
+
 def seg_tiff_image(level_ids: np.ndarray) -> np.ndarray:
     """A Blender-HS seg image: uint16 [H, W, 3] with the id in every channel (channel 0 is the contract)."""
     ids = np.asarray(level_ids, dtype=np.uint16)
