@@ -22,6 +22,10 @@ def _rotations(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated degrees, got {text!r}") from None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dataset-tools", description="Blender-HS dataset tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--engine", choices=sorted(ENGINES), default=d.engine, help="render engine (default %(default)s)")
     r.add_argument("--use-scene-cameras", action="store_true", help="use the scene's cameras as the train views")
     r.add_argument("--fov", type=float, default=d.camera_angle_x, help="camera_angle_x in radians (default %(default)s)")
+    r.add_argument("--frame", type=_names, default=d.frame, metavar="NAMES",
+                   help="comma-separated collections or objects the cameras frame; '*' = everything "
+                        "(default: everything but large flat backdrops such as a floor)")
     r.add_argument("--threads", type=int, default=0, help="render threads (0 = all cores)")
     r.add_argument("--device", choices=DEVICES, default=d.device,
                    help="Cycles device: auto = a GPU when Blender finds one, else CPU (default %(default)s)")
@@ -91,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                               samples=args.samples, engine=args.engine, rotations=tuple(args.rotations),
                               seed=args.seed, hemisphere=args.hemisphere, camera_angle_x=args.fov,
                               use_scene_cameras=args.use_scene_cameras, threads=args.threads,
-                              device=args.device)
+                              device=args.device, frame=tuple(args.frame))
         config.validate()
         from .dataset import render_dataset
 
