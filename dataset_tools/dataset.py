@@ -1,7 +1,8 @@
 """Orchestration: render a Blender-HS folder from a .blend file or from the open scene.
 
-Layout written (see ``docs/CONTRACTS.md``): ``transforms_{train,val,test}.json``,
-``transforms_val_rotate[_N].json``, ``{split}/r_<i>.png``, ``depth/{split}/r_<i>.npy``,
+Layout written (see ``docs/CONTRACTS.md``): ``transforms_{train,val,test}.json`` (always, with instant-ngp's
+``aabb``/``aabb_scale``), ``transforms.json`` (nerfstudio's format), ``transforms_val_rotate[_N].json``,
+``{split}/r_<i>.png``, ``depth/{split}/r_<i>.npy`` (and ``.png`` in millimetres for train/val/test),
 ``gt_seg/{split}/r_<i>_{seg_objects.tif,seg_collections.tif,ids.png}``, ``val_depth/r_<i>_depth.png``,
 ``val_visible/r_<i>[_N].png`` (val-view pixels also visible in the view turned by N degrees; no suffix for
 10) and ``val_visible/r_<i>_rotate[_N].png`` (turned-view pixels also visible in the val view),
