@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("example", help="write a procedural example scene")
     e.add_argument("name", help="example name (table_set, bookshelf, vehicle)")
     e.add_argument("out", help="output .blend path")
+    from .render_many import add_parser as add_render_many  # render-many takes every render option above
+
+    add_render_many(sub, r)
     return parser
 
 
@@ -88,6 +91,10 @@ class _ProgressBar:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "render-many":
+            from .render_many import main as render_many
+
+            return render_many(args)
         if args.command == "example":
             from .examples import write_example
 
