@@ -127,8 +127,12 @@ def file_state(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file() and "logs" not in p.parts and p.name != "summary.json"}
 
 
-def check_run(proc, out: Path, first: bool) -> dict:
-    """Exit 2 with one error line naming the corrupt file; the other three complete and valid."""
+GOOD = ("table_set", "bookshelf", "vehicle")
+
+
+def check_run(proc, out: Path, skipped=()) -> dict:
+    """Exit 2 with one error line naming the corrupt file; the other three complete and valid, those in
+    ``skipped`` found finished (nothing rendered), the others rendered now."""
     from dataset_tools.dataset import ViewJob, view_done
 
     assert proc.returncode == 2, proc.stderr
@@ -136,13 +140,13 @@ def check_run(proc, out: Path, first: bool) -> dict:
     assert len(errors) == 1 and "1 of 4 files failed" in errors[0] and "corrupt.blend" in errors[0], proc.stderr
     summary = json.loads((out / "summary.json").read_text())
     rows = {Path(r["blend"]).stem: r for r in summary["files"]}
-    assert set(rows) == {"table_set", "bookshelf", "vehicle", "corrupt"}
+    assert set(rows) == {*GOOD, "corrupt"}
     assert rows["corrupt"]["status"] == "failed" and "not a .blend file" in rows["corrupt"]["error"]
     assert not (out / "corrupt" / "meta.json").exists()
-    for stem in ("table_set", "bookshelf", "vehicle"):
-        r = rows[stem]
-        assert r["status"] == ("done" if first else "skipped"), r
-        assert r["views"] == VIEWS and r["rendered"] == (VIEWS if first else 0) and r["error"] == ""
+    for stem in GOOD:
+        r, skip = rows[stem], stem in skipped
+        assert r["status"] == ("skipped" if skip else "done"), r
+        assert r["views"] == VIEWS and r["rendered"] == (0 if skip else VIEWS) and r["error"] == ""
         folder = out / stem
         assert Path(r["out"]) == folder and Path(r["log"]).is_file()
         counts = json.loads((folder / "meta.json").read_text())["counts"]
@@ -151,36 +155,48 @@ def check_run(proc, out: Path, first: bool) -> dict:
             for i in range(n):
                 assert view_done(folder, ViewJob(split, i, None).files().values()), (stem, split, i)
         assert view_done(folder, ["val_visible/r_0.png", "val_visible/r_0_rotate.png"])
-    table = proc.stdout
-    assert "corrupt.blend" in table and "not a .blend file" in table and table.count("skipped" if not first
-                                                                                      else "done") == 3
+    rows_out = {ln.split()[0]: ln for ln in proc.stdout.splitlines()[1:]}
+    assert "failed" in rows_out["corrupt.blend"] and "not a .blend file" in rows_out["corrupt.blend"]
+    for stem in GOOD:
+        assert ("skipped" if stem in skipped else "done") in rows_out[f"{stem}.blend"], proc.stdout
     return summary
 
 
+@pytest.fixture(scope="module")
+def local_out(scenes, tmp_path_factory):
+    """render-many over scenes/*.blend with 2 local worker processes: (OUT_ROOT, the finished process)."""
+    out = tmp_path_factory.mktemp("local") / "out"
+    return out, run_cli("render-many", scenes / "*.blend", out, "--workers", "2", *TINY)
+
+
 @pytest.mark.slow
-def test_render_many_local_corrupt_file_fails_alone_and_rerun_skips(scenes, tmp_path):
-    out = tmp_path / "out"
-    proc = run_cli("render-many", scenes / "*.blend", out, "--workers", "2", *TINY)
-    summary = check_run(proc, out, first=True)
+def test_render_many_local_corrupt_file_fails_alone_and_rerun_skips(scenes, local_out):
+    out, proc = local_out
+    summary = check_run(proc, out)
     assert summary["mode"] == "local" and summary["workers"] == 2
     before = file_state(out)
     again = run_cli("render-many", scenes / "*.blend", out, "--workers", "2", *TINY)
-    check_run(again, out, first=False)
-    assert file_state(out) == before  # nothing rewritten
+    check_run(again, out, skipped=GOOD)
+    assert file_state(out) == before  # no view rewritten
 
 
 @pytest.mark.slow
-def test_render_many_ray_local(scenes, tmp_path):
+def test_render_many_ray_local(scenes, local_out, tmp_path):
+    """One run on a local Ray instance (2 CPUs): a folder finished earlier is skipped, two are rendered,
+    the corrupt file fails alone. (One Ray start-up, about 10 s on 2 shared cores, per run.)"""
+    import os
+    import shutil
+
     pytest.importorskip("ray")
     out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(local_out[0] / "table_set", out / "table_set")
+    before = file_state(out)
     listing = tmp_path / "scenes.txt"  # the list-file form of the input
     listing.write_text("\n".join(str(p) for p in sorted(scenes.glob("*.blend"))) + "\n")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = run_cli("render-many", listing, out, "--ray", "local", "--workers", "2", *TINY, env=env)
-    summary = check_run(proc, out, first=True)
+    summary = check_run(proc, out, skipped=("table_set",))
     assert summary["mode"] == "ray" and summary["ray_address"] == "local"
     assert not list(out.glob(".render-many-probe-*"))  # the shared-folder probe is removed
-    before = file_state(out)
-    again = run_cli("render-many", listing, out, "--ray", "local", "--workers", "2", *TINY, env=env)
-    check_run(again, out, first=False)
-    assert file_state(out) == before
+    assert {k: v for k, v in file_state(out).items() if k.startswith("table_set/")} == before
