@@ -76,10 +76,14 @@ def _thresholds(text: str) -> list[float]:
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     from backend.method.masks.base import PROVIDERS
 
-    p.add_argument("--preset", default="cpu", help="trainer preset: paper, default, fast, cpu (default %(default)s)")
+    from backend.wire import presets
+
+    p.add_argument("--preset", default=presets.DEFAULT_TRAIN_PRESET, choices=presets.PRESET_NAMES,
+                   help=f"training preset (default %(default)s). {presets.describe(presets.PRESETS)}")
     p.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
-    p.add_argument("--masks", default="classical", choices=sorted(PROVIDERS),
-                   help="2D mask source (default classical; sam needs --sam-checkpoint)")
+    p.add_argument("--mask-source", "--masks", dest="masks", default="classical", choices=sorted(PROVIDERS),
+                   help="2D mask source (default %(default)s; sam needs --sam-checkpoint; noisy-gt is an evaluation "
+                        "aid that reads the ground truth)")
     p.add_argument("--sam-checkpoint", type=Path, default=None, help="segment-anything checkpoint (vit_h/l/b .pth)")
     p.add_argument("--geometry", default="auto", choices=["auto", "depth", "nerf"],
                    help="depth: given depth is the geometry; nerf: learn density (default auto)")
@@ -92,17 +96,15 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
+    from backend.method.trainer import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device(name))
 
 
 def _pipeline_config(args: argparse.Namespace):
     from backend.method.masks.base import MaskConfig
     from backend.method.masks.sam import SamConfig
-    from backend.method.pipeline import Ablation, PipelineConfig
+    from backend.method.config import Ablation, PipelineConfig
 
     masks = MaskConfig(source=args.masks)
     if args.sam_checkpoint is not None:
@@ -114,10 +116,17 @@ def _pipeline_config(args: argparse.Namespace):
                                             depth_continuity=not args.no_depth_continuity))
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error convention: one ``error:`` line and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_ERROR, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from backend.service_cli import add_keys_parser, add_serve_parser, add_submit_parser
 
-    parser = argparse.ArgumentParser(prog="backend", description="Ultrametric feature fields: view-consistent "
+    parser = Parser(prog="backend", description="Ultrametric feature fields: view-consistent "
                                      "hierarchical 3D segmentation from inconsistent 2D masks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -220,7 +229,8 @@ def _render_example(name: str, out: Path, views: int, res: int, quiet: bool) -> 
 def cmd_demo(args: argparse.Namespace) -> int:
     from backend.method.evaluation import EvalConfig
     from backend.method.masks.base import MaskConfig
-    from backend.method.pipeline import PipelineConfig, evaluate_run, segment_run, train_run
+    from backend.method.config import PipelineConfig
+    from backend.method.pipeline import evaluate_run, segment_run, train_run
 
     start = time.monotonic()
     out = args.out
@@ -255,18 +265,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     from backend.method.data import DataError
     from backend.method.masks.errors import MaskSourceError
-    from backend.method.pipeline import RunError
     from backend.core.scene import SceneError
+    from backend.method.config import ConfigError
+    from backend.method.pipeline import RunError
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    known = (DataError, RunError, SceneError, MaskSourceError, FileNotFoundError, NotADirectoryError,
-             PermissionError)
-    try:
-        from backend.method.trainer import TrainError  # noqa: F401 - optional, named trainer errors
-        known = known + (TrainError,)
-    except ImportError:
-        pass
+    from backend.method.trainer import TrainError
+
+    known = (DataError, RunError, SceneError, MaskSourceError, ConfigError, TrainError, FileNotFoundError,
+             NotADirectoryError, PermissionError)
     try:
         return int(args.func(args) or 0)
     except known as e:

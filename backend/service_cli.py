@@ -6,7 +6,9 @@ Register them in the ``backend`` CLI with::
     add_serve_parser(sub); add_submit_parser(sub); add_keys_parser(sub)
     args = parser.parse_args(); return args.func(args)
 
-``python -m backend.service.server [serve flags]`` runs the server alone (:func:`serve_main`).
+This module and :mod:`backend.cli` are the only ones that import both the method and the service: the
+server gets its job function (:func:`backend.method.job.run_job`, or ``--run-job module:function``) and its
+resolved device from here.
 """
 
 from __future__ import annotations
@@ -17,25 +19,34 @@ import signal
 import sys
 from pathlib import Path
 
+from backend.service.server import ConfigError, JobServer, JobServerConfig, load_run_job
+from backend.wire import presets
 from backend.wire.protocol import JobOptions, Limits
+
+#: The job function ``backend serve`` runs unless ``--run-job`` names another.
+DEFAULT_RUN_JOB = "backend.method.job:run_job"
 
 
 # -- serve -------------------------------------------------------------------------------------
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bind", default="tcp://127.0.0.1:5557",
-                   help="ZeroMQ endpoint (default loopback; other addresses need --keys; port * picks a free one)")
-    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N")
-    p.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "ultrametric-seg" / "jobs",
-                   help="folder of job states and results")
+    d = JobServerConfig()
+    p.add_argument("--bind", default=d.bind,
+                   help="ZeroMQ endpoint; loopback by default, other addresses need --keys, port * picks a free one "
+                        "(default %(default)s)")
+    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default %(default)s)")
+    p.add_argument("--workdir", type=Path, default=d.workdir, help="folder of job states and results (default %(default)s)")
     p.add_argument("--keys", type=Path, default=None, help="CurveZMQ keys folder made by `backend keys DIR`")
-    p.add_argument("--result-ttl", type=float, default=24 * 3600.0, help="seconds finished results stay fetchable")
-    p.add_argument("--max-message-mb", type=float, default=2048.0, help="largest accepted message frame (MiB)")
-    p.add_argument("--client-timeout", type=float, default=60.0, help="seconds of client silence that orphan a job")
+    p.add_argument("--result-ttl", type=float, default=d.result_ttl_s,
+                   help="seconds finished results stay fetchable (default %(default)s)")
+    p.add_argument("--max-message-mb", type=float, default=d.limits.max_total_bytes / 2**20,
+                   help="largest accepted message frame in MiB (default %(default)s)")
+    p.add_argument("--client-timeout", type=float, default=d.client_timeout_s,
+                   help="seconds of client silence that orphan a job (default %(default)s)")
     p.add_argument("--cancel-orphans", action="store_true", help="cancel jobs whose clients all went silent")
-    p.add_argument("--run-job", default=None, help="job function module:function (default backend.method.pipeline:run_job)")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--run-job", default=DEFAULT_RUN_JOB, help="job function module:function (default %(default)s)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
 
 
 def add_serve_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,19 +56,31 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from backend.service.server import ConfigError, JobServer, JobServerConfig, load_run_job
+def _job_function(spec: str, device: str):
+    """The job function of ``spec`` with the server's resolved device bound when it takes one."""
+    import functools
+    import inspect
 
+    fn = load_run_job(spec)
+    if "device" in inspect.signature(fn).parameters:
+        return functools.partial(fn, device=device)
+    return fn
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from backend.method.trainer import resolve_device
+
+    device = str(resolve_device(args.device))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     max_bytes = int(args.max_message_mb * 2**20)
     config = JobServerConfig(
-        bind=args.bind, device=args.device, workdir=args.workdir, keys_dir=args.keys,
+        bind=args.bind, device=device, workdir=args.workdir, keys_dir=args.keys,
         result_ttl_s=args.result_ttl, client_timeout_s=args.client_timeout,
         cancel_orphaned_jobs=args.cancel_orphans, max_message_bytes=max_bytes,
         limits=Limits(max_total_bytes=max_bytes),
     )
     try:
-        server = JobServer(config, load_run_job(args.run_job) if args.run_job else None)
+        server = JobServer(config, _job_function(args.run_job, device))
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: server.stop(timeout_s=0))
         server.start()
@@ -68,13 +91,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     while server._thread.is_alive():  # signals are handled by the main thread between joins
         server._thread.join(0.2)
     return 0
-
-
-def serve_main(argv: list[str] | None = None) -> int:
-    """``python -m backend.service.server``: the serve command alone."""
-    p = argparse.ArgumentParser(prog="python -m backend.service.server", description="ZeroMQ job server")
-    add_serve_arguments(p)
-    return cmd_serve(p.parse_args(argv))
 
 
 # -- submit ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from backend.core import linkage_tree
+from backend.core import graphs, linkage_tree
 
 
 def make_cloud(n: int, rng: np.random.Generator, dim: int = 16, cells: int = 300):
@@ -66,8 +66,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     pts, feats = make_cloud(args.points, rng)
-    src, dst = linkage_tree.knn_graph(pts, k=args.k)
-    w = linkage_tree.feature_distances(feats, src, dst)
+    src, dst = graphs.knn_graph(pts, k=args.k)
+    w = graphs.feature_distances(feats, src, dst)
     t_graph = time.perf_counter() - t0
     print(f"graph: {args.points} points, {src.size} edges (k={args.k}), built in {t_graph:.2f} s (not timed below)")
 

@@ -139,7 +139,8 @@ def bench_train(args: argparse.Namespace) -> None:
     """Seconds per training step of a preset on :func:`synthetic_scene`."""
     from dataclasses import replace
 
-    from backend.method.trainer import PRESETS, Trainer
+    from backend.method.config import PRESETS
+    from backend.method.trainer import Trainer
 
     scene, masks = synthetic_scene(args.views, args.size, args.masks)
     cfg = replace(PRESETS[args.train], device=args.device, geometry=args.geometry)

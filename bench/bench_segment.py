@@ -10,7 +10,7 @@ novel views by the mode of their k = 5 nearest labelled points. The paper evalua
   labels it at all 50 thresholds (:func:`backend.core.segment.view_labels`);
 - reference (the released code's approach): the same fused cloud and kNN graph, then per threshold a separate
   scipy ``connected_components`` on the thresholded graph (200 largest kept) and, per threshold and view, a
-  fresh KD-tree over the labelled points and a query (:func:`backend.core.linkage_tree.propagate_labels`).
+  fresh KD-tree over the labelled points and a query (:func:`backend.core.segment.propagate_labels`).
 
 Both sides share the fused cloud (its time is printed once and added to both totals). The cloud labels must
 define the same partitions; the agreement of the view labels is printed (the reference's KD-tree holds only
@@ -59,7 +59,7 @@ class Clock:
 
 def fused_cloud(trainer, scene, cfg):
     """The feature point cloud of all training views, fused (as ``backend.method.pipeline.segment_field``)."""
-    from backend.core.pointcloud import fuse_points
+    from backend.method.fusion import fuse_points
 
     points, features, colors = trainer.feature_points(list(range(scene.num_views)))
     cloud = fuse_points(points, colors, features, cfg.pointcloud)
@@ -86,14 +86,14 @@ def reference(cloud, views, thresholds, cfg, clock: Clock):
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from backend.core import linkage_tree
+    from backend.core import linkage_tree, segment
     from backend.core.geometry import unproject_depth
-    from backend.core.segment import bridge_components, feature_distance_edges
+    from backend.core.graphs import connect_components, feature_distances, knn_graph
 
     def graph():
-        src, dst = linkage_tree.knn_graph(cloud.points, k=cfg.segment.knn)
-        src, dst = bridge_components(cloud.points, src, dst)
-        return src, dst, feature_distance_edges(cloud.features, src, dst)
+        src, dst = knn_graph(cloud.points, k=cfg.segment.knn)
+        src, dst = connect_components(cloud.points, src, dst, min_size=max(int(0.002 * len(cloud)), 2))
+        return src, dst, feature_distances(cloud.features, src, dst)
 
     src, dst, w = clock.time("kNN graph", graph)
     n = len(cloud)
@@ -109,7 +109,7 @@ def reference(cloud, views, thresholds, cfg, clock: Clock):
         cloud_labels[i] = clock.time("connected components x50", components)
         for v, (d, _, _) in enumerate(views):
             view_out[v][i][d > 0] = clock.time(
-                "propagation (KD-tree per threshold and view)", linkage_tree.propagate_labels, cloud.points,
+                "propagation (KD-tree per threshold and view)", segment.propagate_labels, cloud.points,
                 cloud_labels[i], queries[v], cfg.segment.propagate_k, cfg.segment.propagate_max_distance)
     return cloud_labels, view_out
 
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-reference", action="store_true", help="time only our path")
     args = ap.parse_args(argv)
 
-    from backend.method.pipeline import PipelineConfig, adapt_to_resolution, load_trained, train_run
+    from backend.method.config import PipelineConfig
+    from backend.method.pipeline import adapt_to_resolution, load_trained, train_run
     from backend.core.segment import default_thresholds
 
     t_start = time.perf_counter()

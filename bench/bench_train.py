@@ -93,7 +93,8 @@ def time_steps(scene, masks, tc, phase: str, iterations: int, warmup: int = 1) -
 
 def run(data: Path, device: str, iterations: int, nerf_iterations: int, presets: list[str]) -> list[Timing]:
     from backend.method.data import load_scene
-    from backend.method.pipeline import PipelineConfig, make_view_masks, train_config
+    from backend.method.config import PipelineConfig, train_config
+    from backend.method.pipeline import make_view_masks
 
     scene = load_scene(data, "train")
     t0 = time.perf_counter()
@@ -113,7 +114,7 @@ def run(data: Path, device: str, iterations: int, nerf_iterations: int, presets:
 
 
 def report(timings: list[Timing], device: str) -> None:
-    from backend.method.trainer import PRESETS
+    from backend.method.config import PRESETS
 
     print("\n| preset | geometry | phase | iterations | s | it/s | ms/it |")
     print("|---|---|---|---|---|---|---|")

@@ -33,12 +33,8 @@ import torch
 
 from backend.core.mask_tree import mask_tree
 from backend.core.sampling import sample_hierarchical_pairs
-from backend.method.ultrametric import (
-    knn_pixel_graph,
-    mask_boundary_crossings,
-    mask_boundary_prior,
-    ultrametric_distance_and_edges,
-)
+from backend.core.graphs import knn_pixel_graph, mask_boundary_crossings, mask_boundary_prior
+from backend.method.ultrametric import ultrametric_distance_and_edges
 
 H = W = 200
 

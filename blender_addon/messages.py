@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.wire import presets
 from backend.wire import protocol as P
 from backend.wire.tree_cut import TreeError, validate_tree
 
@@ -22,10 +23,10 @@ from backend.wire.tree_cut import TreeError, validate_tree
 class SegmentOptions:
     """What the panel asks of the server (mirrors :class:`protocol.JobOptions`)."""
 
-    preset: str = "default"
+    preset: str = presets.DEFAULT_JOB_PRESET
     mask_source: str = "classical"
     geometry: str = "auto"
-    max_points: int = 200_000
+    max_points: int = presets.DEFAULT_MAX_POINTS
     iterations: int | None = None
     seed: int = 0
 

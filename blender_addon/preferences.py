@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty, StringProperty
 
+from backend.wire import presets
+
 from .client import DEFAULT_ADDRESS, ClientConfig
 from .properties import PATH_OPTIONS
 
@@ -19,15 +21,9 @@ ENGINE_ITEMS = [
     ("cycles", "Cycles", "Path-traced views with exact depth and object ids (slower)"),
     ("workbench", "Workbench", "Flat-shaded fast views (previews, tests)"),
 ]
-MASK_ITEMS = [
-    ("classical", "Classical", "Multi-level watershed masks computed by the server; needs no weights"),
-    ("sam", "SAM", "Segment Anything automatic masks (the server needs a checkpoint)"),
-]
-PRESET_ITEMS = [
-    ("fast", "Fast", "Few training iterations"),
-    ("default", "Default", "The paper's settings"),
-    ("quality", "Quality", "More iterations"),
-]
+#: The shared vocabulary (backend.wire.presets): the same names as `backend train` and the job protocol.
+MASK_ITEMS = [(c.name, c.label, c.description) for c in presets.MASK_SOURCES if c.name != "given"]
+PRESET_ITEMS = [(c.name, c.label, c.description) for c in presets.PRESETS]
 
 
 class USEG_AddonPreferences(bpy.types.AddonPreferences):
@@ -53,8 +49,8 @@ class USEG_AddonPreferences(bpy.types.AddonPreferences):
                          description="Cycles samples per pixel (ids and depth are exact regardless)")
     engine: EnumProperty(name="Engine", items=ENGINE_ITEMS, default="cycles")
     mask_source: EnumProperty(name="Mask Source", items=MASK_ITEMS, default="classical")
-    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default="default")
-    max_points: IntProperty(name="Max Points", default=200_000, min=1, max=50_000_000,
+    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default=presets.DEFAULT_JOB_PRESET)
+    max_points: IntProperty(name="Max Points", default=presets.DEFAULT_MAX_POINTS, min=1, max=50_000_000,
                             description="Most points in the returned point cloud")
 
     def draw(self, context):
@@ -88,8 +84,8 @@ class DefaultPreferences:
     samples: int = 64
     engine: str = "cycles"
     mask_source: str = "classical"
-    preset: str = "default"
-    max_points: int = 200_000
+    preset: str = presets.DEFAULT_JOB_PRESET
+    max_points: int = presets.DEFAULT_MAX_POINTS
 
 
 #: Used by :func:`get_preferences` when Blender holds no preferences for this package (tests may edit it).

@@ -1,9 +1,13 @@
-"""Single-linkage segmentation trees over pixel / point graphs, and their cuts at any threshold.
+"""The single-linkage tree of a weighted graph: ONE tree type and ONE builder for training and inference,
+with minimax (ultrametric) queries and cuts at any threshold. NumPy / SciPy / Higra only.
 
-PAPER.md, "Inference": the connected components of the feature graph's edges shorter than ``t`` form the
-segmentation at granularity ``t``; the components of all thresholds form one single-linkage dendrogram, so
-the tree (the canonical binary partition tree of a minimum spanning forest, Kruskal order) is built ONCE and
-every threshold is a cheap, vectorised cut of it. Labels at increasing thresholds are nested.
+- Training (Sec. 3.2, Eq. 1-2 of the paper): the ultrametric distance ``d(p, q)`` = min over paths of the
+  max edge = the altitude of the lowest common ancestor (LCA) of ``p`` and ``q``; the LCA's building edge
+  is the bottleneck edge of every minimax path (:func:`bottleneck_edges`).
+- Inference (Sec. 3.3): the connected components of the feature graph's edges shorter than ``t`` are the
+  segments at granularity ``t``; the components of all thresholds form this one dendrogram, so the tree
+  (the canonical binary partition tree of a minimum spanning forest, Kruskal order) is built ONCE and every
+  threshold is a cheap, vectorised cut of it. Labels at increasing thresholds are nested.
 
 Tree layout (Higra's, ``hierarchy_core.bpt_canonical``): ``N`` leaves first (the graph vertices), then the
 ``N - 1`` merge nodes in topological order, the root last and its own parent. Internal node altitude = the
@@ -24,12 +28,12 @@ from dataclasses import dataclass, field
 
 import higra as hg
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
+
+from backend.core.graphs import component_labels
+from backend.wire.tree_cut import rank_segments
 
 
-class SegTreeInputError(ValueError):
+class TreeInputError(ValueError):
     """Raised for malformed graphs, trees, thresholds or labels given to this module."""
 
 
@@ -51,6 +55,10 @@ class SingleLinkageTree:
     """Merge altitude of every node (0 at leaves; ``+inf`` for nodes joining disconnected graph components)."""
     num_leaves: int
     """Number of leaves ``N`` (graph vertices)."""
+    mst_edge_map: np.ndarray | None = None
+    """int64 [N-1] or None: index into the builder's edge list of the edge that created internal node ``N + i``
+    (-1 for a ``+inf`` join of two graph components). Set by :func:`single_linkage_tree`; needed by
+    :func:`bottleneck_edges` only."""
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -58,20 +66,22 @@ class SingleLinkageTree:
         self.altitudes = np.asarray(self.altitudes, dtype=np.float64)
         n = int(self.num_leaves)
         self.num_leaves = n
+        if self.mst_edge_map is not None:
+            self.mst_edge_map = np.asarray(self.mst_edge_map, dtype=np.int64)
         if n < 1:
-            raise SegTreeInputError(f"a tree needs at least one leaf, got num_leaves={n}")
+            raise TreeInputError(f"a tree needs at least one leaf, got num_leaves={n}")
         if self.parents.shape != (2 * n - 1,) or self.altitudes.shape != (2 * n - 1,):
-            raise SegTreeInputError(
+            raise TreeInputError(
                 f"expected parents and altitudes of shape ({2 * n - 1},) for {n} leaves, "
                 f"got {self.parents.shape} and {self.altitudes.shape}")
         root = 2 * n - 2
         idx = np.arange(root)
         if self.parents[root] != root or np.any(self.parents[:root] <= idx) or np.any(self.parents > root):
-            raise SegTreeInputError("parents must be in topological order: parents[n] > n, root last and its own parent")
+            raise TreeInputError("parents must be in topological order: parents[n] > n, root last and its own parent")
         if np.isnan(self.altitudes).any():
-            raise SegTreeInputError("altitudes contain NaN")
+            raise TreeInputError("altitudes contain NaN")
         if np.any(self.altitudes[self.parents[:root]] < self.altitudes[:root]):
-            raise SegTreeInputError("altitudes must not decrease from a node to its parent")
+            raise TreeInputError("altitudes must not decrease from a node to its parent")
 
     @property
     def num_nodes(self) -> int:
@@ -85,71 +95,6 @@ class SingleLinkageTree:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Graphs
-
-
-def grid_graph_4(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """4-neighbour graph of an ``h x w`` pixel grid over flat indices ``i * w + j``.
-
-    Horizontal edges first (row-major), then vertical ones; ``src < dst`` for every edge.
-
-    Shape: returns ``(src, dst)`` int64 [E] with ``E = h (w - 1) + (h - 1) w``.
-
-    >>> grid_graph_4(2, 2)
-    (array([0, 2, 0, 1]), array([1, 3, 2, 3]))
-    """
-    if h < 1 or w < 1:
-        raise SegTreeInputError(f"grid must be at least 1x1, got {h}x{w}")
-    idx = np.arange(h * w, dtype=np.int64).reshape(h, w)
-    src = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
-    dst = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
-    return src, dst
-
-
-def knn_graph(points: np.ndarray, k: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric k-nearest-neighbour graph of a point cloud (PAPER.md "Inference / 3D", k = 16).
-
-    Each point is linked to its ``k`` nearest other points (Euclidean, KD-tree); the union of both directions is
-    kept once, as ``src < dst``, sorted by ``(src, dst)``. Duplicate points are linked like any other.
-
-    Shape: ``points`` [N, D] -> ``(src, dst)`` int64 [E], ``E <= N k``.
-    Complexity: O(N k log N).
-    """
-    p = np.asarray(points, dtype=np.float64)
-    if p.ndim != 2 or not np.isfinite(p).all():
-        raise SegTreeInputError(f"points must be a finite [N, D] array, got shape {p.shape}")
-    if k < 1:
-        raise SegTreeInputError(f"k must be >= 1, got {k}")
-    n = p.shape[0]
-    if n < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    kq = min(k + 1, n)
-    _, nbr = cKDTree(p).query(p, k=kq)
-    nbr = nbr.reshape(n, kq).astype(np.int64)
-    me = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], nbr.shape)
-    # Drop self matches; with duplicate points self may be absent, so keep at most k others per row.
-    other = nbr != me
-    rank = np.cumsum(other, axis=1)
-    keep = other & (rank <= k)
-    a, b = me[keep], nbr[keep]
-    key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
-    return key // n, key % n
-
-
-def feature_distances(features: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Edge lengths ``1 - cos(f_src, f_dst)`` (the paper's feature distance), clipped to [0, 2].
-
-    Shape: ``features`` [N, D], ``src``/``dst`` [E] -> float64 [E].
-
-    >>> feature_distances(np.array([[1.0, 0], [0, 2.0]]), np.array([0]), np.array([1]))
-    array([1.])
-    """
-    f = np.asarray(features, dtype=np.float64)
-    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-    return np.clip(1.0 - np.einsum("ed,ed->e", f[src], f[dst]), 0.0, 2.0)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Tree construction
 
 
@@ -159,10 +104,10 @@ def single_linkage_tree(num_vertices: int, src: np.ndarray, dst: np.ndarray,
 
     Definition: merge the two regions at the ends of each edge in increasing weight order (Kruskal); every
     merge is a node at altitude = that weight. The ultrametric ``d(p, q)`` = altitude of the lowest common
-    ancestor = the minimax path weight (PAPER.md Eq. 1-2). Connected components of the graph are joined
+    ancestor = the minimax path weight (Eq. 1-2). Connected components of the graph are joined
     under ``+inf`` nodes. Built with ``higra.bpt_canonical``.
 
-    Shape: ``src``, ``dst`` int [E], ``weights`` float [E] (finite) -> tree with ``2 * num_vertices - 1`` nodes.
+    Shape: ``src``, ``dst`` int [E], ``weights`` float [E] (finite, >= 0) -> tree with ``2 * num_vertices - 1`` nodes.
     Complexity: O(E log E).
 
     >>> t = single_linkage_tree(3, np.array([0, 1]), np.array([1, 2]), np.array([0.5, 0.2]))
@@ -171,40 +116,36 @@ def single_linkage_tree(num_vertices: int, src: np.ndarray, dst: np.ndarray,
     """
     n = int(num_vertices)
     if n < 1:
-        raise SegTreeInputError(f"num_vertices must be >= 1, got {n}")
+        raise TreeInputError(f"num_vertices must be >= 1, got {n}")
     src = np.asarray(src, dtype=np.int64).ravel()
     dst = np.asarray(dst, dtype=np.int64).ravel()
     w = np.asarray(weights, dtype=np.float64).ravel()
     if not (src.shape == dst.shape == w.shape):
-        raise SegTreeInputError(f"src, dst, weights must have equal length, got {src.shape}, {dst.shape}, {w.shape}")
+        raise TreeInputError(f"src, dst, weights must have equal length, got {src.shape}, {dst.shape}, {w.shape}")
     if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
-        raise SegTreeInputError(f"edge endpoints must lie in [0, {n})")
+        raise TreeInputError(f"edge endpoints must lie in [0, {n})")
     if not np.isfinite(w).all():
-        raise SegTreeInputError("edge weights must be finite")
+        raise TreeInputError("edge weights must be finite")
+    if w.size and w.min() < -1e-5:
+        raise TreeInputError(f"edge weights are distances and must be >= 0, got {w.min()}")
+    w = np.maximum(w, 0.0)  # rounding of 1 - cos can give -1e-16; altitudes start at 0 (the leaves)
     if n == 1:
-        return SingleLinkageTree(np.zeros(1, np.int64), np.zeros(1), 1)
-    order = np.argsort(w)
-    try:
-        tree, alt = _bpt(n, src, dst, w, order)
-    except RuntimeError as exc:  # higra refuses disconnected graphs
-        if "connected" not in str(exc):
-            raise
-        ncomp, comp = connected_components(
-            coo_matrix((np.ones(src.size, np.int8), (src, dst)), shape=(n, n)), directed=False)
-        # One representative per component, all joined to component 0's by +inf edges (sorted last).
+        return SingleLinkageTree(np.zeros(1, np.int64), np.zeros(1), 1, np.zeros(0, np.int64))
+    m = src.size
+    order = np.argsort(w, kind="stable")  # ties by edge index, as Higra
+    ncomp, comp = component_labels(n, src, dst)
+    if ncomp > 1:  # one representative per component, joined to component 0's by +inf edges (sorted last)
         _, reps = np.unique(comp, return_index=True)
-        m = src.size
         src = np.concatenate([src, np.full(ncomp - 1, reps[0], np.int64)])
         dst = np.concatenate([dst, reps[1:].astype(np.int64)])
         w = np.concatenate([w, np.full(ncomp - 1, np.inf)])
-        tree, alt = _bpt(n, src, dst, w, np.concatenate([order, np.arange(m, m + ncomp - 1)]))
-    return SingleLinkageTree(np.asarray(tree.parents(), np.int64), np.asarray(alt, np.float64), n)
-
-
-def _bpt(n: int, src: np.ndarray, dst: np.ndarray, w: np.ndarray, order: np.ndarray):
+        order = np.concatenate([order, np.arange(m, m + ncomp - 1)])
     graph = hg.UndirectedGraph(n)
     graph.add_edges(src, dst)
-    return hg.bpt_canonical(graph, w, sorted_edge_indices=order, compute_mst=False)
+    tree, alt = hg.bpt_canonical(graph, w, sorted_edge_indices=order, compute_mst=False)
+    emap = np.asarray(tree.mst_edge_map, np.int64)
+    emap[emap >= m] = -1
+    return SingleLinkageTree(np.asarray(tree.parents(), np.int64), np.asarray(alt, np.float64), n, emap)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -280,36 +221,6 @@ def _hg_tree(tree: SingleLinkageTree) -> "hg.Tree":
 # Cuts
 
 
-def rank_segments(sizes: np.ndarray, first: np.ndarray, max_segments: int) -> np.ndarray:
-    """Rank of each segment by decreasing size (ties: smaller first member index first); -1 beyond
-    ``max_segments``. This canonical order makes labels a function of the partition alone.
-
-    Shape: ``sizes``, ``first`` int [K] -> int64 [K]. Complexity: O(K + max_segments log max_segments).
-
-    >>> rank_segments(np.array([1, 3, 3, 2]), np.array([0, 5, 1, 2]), 3).tolist()
-    [-1, 1, 0, 2]
-    """
-    sizes = np.asarray(sizes, np.int64)
-    first = np.asarray(first, np.int64)
-    k = sizes.size
-    rank = np.full(k, -1, np.int64)
-    if k == 0 or max_segments <= 0:
-        return rank
-    if k <= max_segments:
-        chosen = np.arange(k)
-    else:
-        cutoff = np.partition(sizes, k - max_segments)[k - max_segments]  # the max_segments-th largest size
-        above = np.flatnonzero(sizes > cutoff)
-        tied = np.flatnonzero(sizes == cutoff)
-        need = max_segments - above.size
-        if need < tied.size:
-            tied = tied[np.argpartition(first[tied], need - 1)[:need]]
-        chosen = np.concatenate([above, tied])
-    chosen = chosen[np.lexsort((first[chosen], -sizes[chosen]))]
-    rank[chosen] = np.arange(chosen.size)
-    return rank
-
-
 def relabel_by_size(labels: np.ndarray, max_segments: int = 200) -> np.ndarray:
     """Relabel an arbitrary partition ``labels`` (negative = unassigned) with the same rule as :func:`cut`:
     0..K-1 by decreasing size, ties by smallest member index, only ``max_segments`` kept, rest -1.
@@ -334,7 +245,7 @@ def cut(tree: SingleLinkageTree, threshold: float, max_segments: int = 200) -> n
     """Segments at one threshold: connected components of the graph's edges with weight ``< threshold``.
 
     Labels ``0..K-1`` by decreasing size (ties: smaller smallest vertex index first); only the ``max_segments``
-    largest kept, the rest -1 (PAPER.md: N = 200).
+    largest kept, the rest -1 (Sec. 3.3: the N = 200 largest).
 
     Shape: int64 [N]. Complexity: O(N) (after the once-per-tree preprocessing).
 
@@ -353,9 +264,9 @@ def cut_many(tree: SingleLinkageTree, thresholds: np.ndarray, max_segments: int 
     """
     th = np.atleast_1d(np.asarray(thresholds, dtype=np.float64))
     if th.ndim != 1 or np.isnan(th).any():
-        raise SegTreeInputError(f"thresholds must be a 1-D array of numbers, got shape {th.shape}")
+        raise TreeInputError(f"thresholds must be a 1-D array of numbers, got shape {th.shape}")
     if max_segments < 0:
-        raise SegTreeInputError(f"max_segments must be >= 0, got {max_segments}")
+        raise TreeInputError(f"max_segments must be >= 0, got {max_segments}")
     n = tree.num_leaves
     out = np.empty((th.size, n), np.int64)
     if n == 1:
@@ -388,84 +299,50 @@ def cut_many(tree: SingleLinkageTree, thresholds: np.ndarray, max_segments: int 
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 2D segmentation and label propagation
+# Minimax (ultrametric) queries
 
 
-def segment_feature_map(features: np.ndarray, thresholds: np.ndarray, max_segments: int = 200,
-                        valid: np.ndarray | None = None) -> np.ndarray:
-    """2D inference (PAPER.md "Inference / 2D"): 4-neighbour pixel graph with ``1 - cos`` edge lengths, one
-    single-linkage tree, a cut per threshold. Pixels outside ``valid`` are not in the graph and get -1.
+#: Bottleneck edge index returned for a pair ``(p, p)``: its distance is 0.
+SAME_VERTEX = -1
+#: Bottleneck edge index returned for a pair in two different graph components: distance +inf.
+DISCONNECTED = -2
 
-    Shape: ``features`` [H, W, D], ``valid`` bool [H, W] -> int64 [T, H, W].
+
+def lowest_common_ancestors(tree: SingleLinkageTree, pairs: np.ndarray) -> np.ndarray:
+    """LCA node of each vertex pair, vectorised (Higra ``LCAFast``: O(N log N) once per tree, O(1) a query).
+
+    Shape: ``pairs`` int [Q, 2] -> int64 [Q] node indices (a leaf index when ``p == q``).
+
+    >>> t = single_linkage_tree(3, np.array([0, 1]), np.array([1, 2]), np.array([0.5, 0.2]))
+    >>> lowest_common_ancestors(t, np.array([[0, 2], [1, 2], [1, 1]])).tolist()
+    [4, 3, 1]
     """
-    f = np.asarray(features)
-    if f.ndim != 3:
-        raise SegTreeInputError(f"features must be [H, W, D], got shape {f.shape}")
-    h, w, d = f.shape
-    th = np.atleast_1d(np.asarray(thresholds, np.float64))
-    out = np.full((th.size, h * w), -1, np.int64)
-    valid_flat = np.ones(h * w, bool) if valid is None else np.asarray(valid, bool).reshape(-1)
-    if valid_flat.size != h * w:
-        raise SegTreeInputError(f"valid must be [H, W] = [{h}, {w}], got {np.shape(valid)}")
-    nv = int(valid_flat.sum())
-    if nv == 0:
-        return out.reshape(th.size, h, w)
-    src, dst = grid_graph_4(h, w)
-    keep = valid_flat[src] & valid_flat[dst]
-    new_id = np.cumsum(valid_flat) - 1
-    feats = f.reshape(h * w, d)[valid_flat]
-    s, t = new_id[src[keep]], new_id[dst[keep]]
-    tree = single_linkage_tree(nv, s, t, feature_distances(feats, s, t))
-    out[:, valid_flat] = cut_many(tree, th, max_segments=max_segments)
-    return out.reshape(th.size, h, w)
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return np.zeros(0, np.int64)
+    if "lca" not in tree._cache:
+        tree._cache["lca"] = hg.make_lca_fast(_hg_tree(tree))
+    return np.asarray(tree._cache["lca"].lca(pairs[:, 0], pairs[:, 1]), dtype=np.int64)
 
 
-def mode_vote(votes: np.ndarray) -> np.ndarray:
-    """Mode of each row of neighbour labels, nearest-first (``-1`` does not vote; ties go to the nearest tied
-    label; a row with no vote gives -1).
+def bottleneck_edges(tree: SingleLinkageTree, pairs: np.ndarray) -> np.ndarray:
+    """Eq. 1: the bottleneck edge of each pair's minimax path, i.e. the building edge of its LCA.
 
-    Shape: ``votes`` int [Q, k] (columns ordered by distance) -> int64 [Q].
+    ``weights[bottleneck_edges(tree, pairs)]`` is the ultrametric distance (weights as given to the builder).
 
-    >>> mode_vote(np.array([[3, 5, 5], [3, 5, -1], [-1, -1, -1]])).tolist()
-    [5, 3, -1]
+    Shape: ``pairs`` int [Q, 2] -> int64 [Q] indices into the builder's edge list, :data:`SAME_VERTEX` (-1)
+    for ``p == q`` and :data:`DISCONNECTED` (-2) for pairs in different graph components.
+
+    >>> t = single_linkage_tree(3, np.array([0, 1]), np.array([1, 2]), np.array([0.5, 0.2]))
+    >>> bottleneck_edges(t, np.array([[0, 2], [1, 2], [1, 1]])).tolist()
+    [0, 1, -1]
     """
-    votes = np.asarray(votes, np.int64)
-    counts = (votes[:, :, None] == votes[:, None, :]).sum(-1) * (votes >= 0)  # [Q, k] count of each label
-    winner = votes[np.arange(votes.shape[0]), np.argmax(counts, axis=1)]  # first max = nearest among ties
-    winner[counts.max(axis=1, initial=0) == 0] = -1
-    return winner
-
-
-def propagate_labels(points: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int = 5,
-                     max_distance: float = 5e-3) -> np.ndarray:
-    """Label new points by the mode of the ``k`` nearest labelled points (PAPER.md "Inference / 3D").
-
-    Only points with ``labels >= 0`` vote. A query is unassigned (-1) when its nearest labelled point is farther
-    than ``max_distance``. Ties in the vote go to the label of the nearest among the tied neighbours.
-
-    Shape: ``points`` [N, 3], ``labels`` int [N], ``queries`` [Q, 3] -> int64 [Q].
-
-    >>> pts = np.array([[0.0, 0, 0], [0.001, 0, 0], [0.002, 0, 0], [1, 0, 0]])
-    >>> propagate_labels(pts, np.array([4, 4, 7, 7]), np.array([[0.0021, 0, 0], [0.5, 0, 0]]), k=3).tolist()
-    [4, -1]
-    """
-    pts = np.asarray(points, np.float64)
-    lab = np.asarray(labels).ravel()
-    q = np.asarray(queries, np.float64)
-    if pts.ndim != 2 or q.ndim != 2 or pts.shape[1] != q.shape[1] or lab.size != pts.shape[0]:
-        raise SegTreeInputError(
-            f"expected points [N, D], labels [N], queries [Q, D]; got {pts.shape}, {lab.shape}, {q.shape}")
-    if k < 1:
-        raise SegTreeInputError(f"k must be >= 1, got {k}")
-    out = np.full(q.shape[0], -1, np.int64)
-    ok = lab >= 0
-    if not ok.any() or q.shape[0] == 0:
-        return out
-    ref, ref_lab = pts[ok], lab[ok].astype(np.int64)
-    kk = min(k, ref.shape[0])
-    dist, idx = cKDTree(ref).query(q, k=kk)
-    dist = dist.reshape(q.shape[0], kk)
-    winner = mode_vote(ref_lab[idx.reshape(q.shape[0], kk)])
-    near = dist[:, 0] <= max_distance
-    out[near] = winner[near]
+    if tree.mst_edge_map is None:
+        raise TreeInputError("this tree carries no edge map; build it with single_linkage_tree()")
+    node = lowest_common_ancestors(tree, pairs)
+    n = tree.num_leaves
+    out = np.full(len(node), SAME_VERTEX, dtype=np.int64)
+    internal = node >= n
+    e = tree.mst_edge_map[node[internal] - n]
+    out[internal] = np.where(e >= 0, e, DISCONNECTED)
     return out

@@ -1,6 +1,7 @@
-"""3D segmentation from a fused feature point cloud: one single-linkage tree, cuts at any threshold.
+"""Segmentation at inference (Sec. 3.3 of the paper): 2D from a rendered feature map, 3D from a fused feature
+point cloud; one single-linkage tree each, cuts at any threshold; labels carried to novel views.
 
-PAPER.md, "Inference / 3D": kNN graph (k = 16) with feature-distance (1 - cosine) edges; the
+3D: kNN graph (k = 16) with feature-distance (1 - cosine) edges; the
 connected components of edges shorter than ``t`` are the segments at granularity ``t``; the N = 200
 largest are kept. All thresholds come from ONE tree (the components of all thresholds form one
 single-linkage dendrogram). Novel views are labelled by the mode of the k = 5 nearest labelled
@@ -13,7 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scipy.spatial import cKDTree
+
 from backend.core import linkage_tree
+from backend.core.graphs import connect_components, feature_distances, grid_graph_4, knn_graph
 from backend.core.geometry import unproject_depth
 from backend.core.pointcloud import PointCloud
 
@@ -35,6 +39,9 @@ class SegmentConfig:
     """Thresholds written to the PLY / hierarchy.json / sent to clients."""
     propagate_k: int = 5
     """Neighbours voting for a novel-view pixel's label."""
+    bridge_min_fraction: float = 0.002
+    """Components of the spatial kNN graph with at least this fraction of the points are joined to their
+    nearest neighbours (smaller ones are fusion debris and stay apart)."""
     propagate_max_distance: float = 5e-3
     """A pixel stays unassigned when its nearest labelled point is farther (normalised units)."""
 
@@ -51,54 +58,15 @@ class Segmentation3D:
         return linkage_tree.cut_many(self.tree, np.asarray(thresholds, np.float64), max_segments=max_segments)
 
 
-def feature_distance_edges(features: np.ndarray, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """1 - cosine similarity of unit features at each edge's endpoints (float64 [E])."""
-    f = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-8)
-    return np.clip(1.0 - np.einsum("ed,ed->e", f[sources], f[targets]), 0.0, 2.0).astype(np.float64)
-
-
-def bridge_components(points: np.ndarray, src: np.ndarray, dst: np.ndarray,
-                      min_fraction: float = 0.002) -> tuple[np.ndarray, np.ndarray]:
-    """Link every sizeable connected component of a kNN graph to its nearest point outside it.
-
-    Objects that do not touch (a chair beside a table) make the spatial kNN graph fall apart, and a
-    single-linkage tree over it could never merge them at any threshold; one bridge edge per component
-    lets the *feature* distance decide when they merge, as in the paper's scene level. Components with
-    fewer than ``min_fraction`` of the points are left alone (fusion debris). ``O(C N log N)`` for C
-    sizeable components (a handful in practice).
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
-    n = len(points)
-    ncomp, lab = connected_components(coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(n, n)),
-                                      directed=False)
-    if ncomp <= 1:
-        return src, dst
-    sizes = np.bincount(lab, minlength=ncomp)
-    big = np.flatnonzero(sizes >= max(min_fraction * n, 2))
-    if len(big) <= 1:
-        return src, dst
-    in_big = np.isin(lab, big)
-    new_s, new_t = [], []
-    for c in big[np.argsort(-sizes[big])][1:]:
-        inside = np.flatnonzero(lab == c)
-        outside = np.flatnonzero(in_big & (lab != c))
-        dist, j = cKDTree(points[outside]).query(points[inside], k=1)
-        best = int(np.argmin(dist))
-        new_s.append(inside[best])
-        new_t.append(outside[j[best]])
-    return np.concatenate([src, np.asarray(new_s, np.int64)]), np.concatenate([dst, np.asarray(new_t, np.int64)])
-
-
 def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig = SegmentConfig()) -> Segmentation3D:
     """Build the kNN graph (sizeable components bridged) and its single-linkage tree once."""
     if cloud.features is None:
         raise ValueError("the point cloud has no features to segment")
-    src, dst = linkage_tree.knn_graph(cloud.points, k=cfg.knn)
-    src, dst = bridge_components(cloud.points, src, dst)
-    w = feature_distance_edges(cloud.features, src, dst)
+    src, dst = knn_graph(cloud.points, k=cfg.knn)
+    # Objects that do not touch are joined by their nearest points, so feature distance decides when they
+    # merge; debris under 0.2% of the points stays apart.
+    src, dst = connect_components(cloud.points, src, dst, min_size=max(int(cfg.bridge_min_fraction * len(cloud)), 2))
+    w = feature_distances(cloud.features, src, dst)
     tree = linkage_tree.single_linkage_tree(len(cloud), src, dst, w)
     return Segmentation3D(cloud=cloud, tree=tree)
 
@@ -107,7 +75,7 @@ def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.nd
                           max_distance: float = 5e-3) -> np.ndarray:
     """Labels int [T,N] of ``points`` [N,3] -> int [T,Q] for ``queries`` [Q,3]: the mode of the k nearest
     labelled points (nearest first wins ties), one kNN query for all T thresholds; -1 when the nearest
-    point is farther than ``max_distance`` or none of the k is labelled (PAPER.md "Inference / 3D")."""
+    point is farther than ``max_distance`` or none of the k is labelled (Sec. 3.3, 3D)."""
     from scipy.spatial import cKDTree
 
     t = labels.shape[0]
@@ -119,7 +87,7 @@ def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.nd
     dist, idx = dist.reshape(len(queries), k), idx.reshape(len(queries), k)
     near = dist[:, 0] <= max_distance
     for i in range(t):
-        out[i, near] = linkage_tree.mode_vote(labels[i][idx[near]])
+        out[i, near] = mode_vote(labels[i][idx[near]])
     return out
 
 
@@ -160,3 +128,91 @@ def segment_hierarchy(labels: np.ndarray, thresholds) -> dict:
             "segments": [{"id": int(s), "size": int(n), "parent": parent.get(int(s))} for s, n in zip(ids, sizes)],
         })
     return {"thresholds": thresholds, "levels": levels}
+
+
+class SegmentInputError(ValueError):
+    """Raised for malformed features, labels or points given to this module."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2D segmentation and label propagation (Sec. 3.3)
+
+
+def segment_feature_map(features: np.ndarray, thresholds: np.ndarray, max_segments: int = 200,
+                        valid: np.ndarray | None = None) -> np.ndarray:
+    """2D inference (Sec. 3.3, 2D): 4-neighbour pixel graph with ``1 - cos`` edge lengths, one
+    single-linkage tree, a cut per threshold. Pixels outside ``valid`` are not in the graph and get -1.
+
+    Shape: ``features`` [H, W, D], ``valid`` bool [H, W] -> int64 [T, H, W].
+    """
+    f = np.asarray(features)
+    if f.ndim != 3:
+        raise SegmentInputError(f"features must be [H, W, D], got shape {f.shape}")
+    h, w, d = f.shape
+    th = np.atleast_1d(np.asarray(thresholds, np.float64))
+    out = np.full((th.size, h * w), -1, np.int64)
+    valid_flat = np.ones(h * w, bool) if valid is None else np.asarray(valid, bool).reshape(-1)
+    if valid_flat.size != h * w:
+        raise SegmentInputError(f"valid must be [H, W] = [{h}, {w}], got {np.shape(valid)}")
+    nv = int(valid_flat.sum())
+    if nv == 0:
+        return out.reshape(th.size, h, w)
+    src, dst = grid_graph_4(h, w)
+    keep = valid_flat[src] & valid_flat[dst]
+    new_id = np.cumsum(valid_flat) - 1
+    feats = f.reshape(h * w, d)[valid_flat]
+    s, t = new_id[src[keep]], new_id[dst[keep]]
+    tree = linkage_tree.single_linkage_tree(nv, s, t, feature_distances(feats, s, t))
+    out[:, valid_flat] = linkage_tree.cut_many(tree, th, max_segments=max_segments)
+    return out.reshape(th.size, h, w)
+
+
+def mode_vote(votes: np.ndarray) -> np.ndarray:
+    """Mode of each row of neighbour labels, nearest-first (``-1`` does not vote; ties go to the nearest tied
+    label; a row with no vote gives -1).
+
+    Shape: ``votes`` int [Q, k] (columns ordered by distance) -> int64 [Q].
+
+    >>> mode_vote(np.array([[3, 5, 5], [3, 5, -1], [-1, -1, -1]])).tolist()
+    [5, 3, -1]
+    """
+    votes = np.asarray(votes, np.int64)
+    counts = (votes[:, :, None] == votes[:, None, :]).sum(-1) * (votes >= 0)  # [Q, k] count of each label
+    winner = votes[np.arange(votes.shape[0]), np.argmax(counts, axis=1)]  # first max = nearest among ties
+    winner[counts.max(axis=1, initial=0) == 0] = -1
+    return winner
+
+
+def propagate_labels(points: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int = 5,
+                     max_distance: float = 5e-3) -> np.ndarray:
+    """Label new points by the mode of the ``k`` nearest labelled points (Sec. 3.3, 3D).
+
+    Only points with ``labels >= 0`` vote. A query is unassigned (-1) when its nearest labelled point is farther
+    than ``max_distance``. Ties in the vote go to the label of the nearest among the tied neighbours.
+
+    Shape: ``points`` [N, 3], ``labels`` int [N], ``queries`` [Q, 3] -> int64 [Q].
+
+    >>> pts = np.array([[0.0, 0, 0], [0.001, 0, 0], [0.002, 0, 0], [1, 0, 0]])
+    >>> propagate_labels(pts, np.array([4, 4, 7, 7]), np.array([[0.0021, 0, 0], [0.5, 0, 0]]), k=3).tolist()
+    [4, -1]
+    """
+    pts = np.asarray(points, np.float64)
+    lab = np.asarray(labels).ravel()
+    q = np.asarray(queries, np.float64)
+    if pts.ndim != 2 or q.ndim != 2 or pts.shape[1] != q.shape[1] or lab.size != pts.shape[0]:
+        raise SegmentInputError(
+            f"expected points [N, D], labels [N], queries [Q, D]; got {pts.shape}, {lab.shape}, {q.shape}")
+    if k < 1:
+        raise SegmentInputError(f"k must be >= 1, got {k}")
+    out = np.full(q.shape[0], -1, np.int64)
+    ok = lab >= 0
+    if not ok.any() or q.shape[0] == 0:
+        return out
+    ref, ref_lab = pts[ok], lab[ok].astype(np.int64)
+    kk = min(k, ref.shape[0])
+    dist, idx = cKDTree(ref).query(q, k=kk)
+    dist = dist.reshape(q.shape[0], kk)
+    winner = mode_vote(ref_lab[idx.reshape(q.shape[0], kk)])
+    near = dist[:, 0] <= max_distance
+    out[near] = winner[near]
+    return out

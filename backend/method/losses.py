@@ -22,7 +22,8 @@ import torch
 from torch import Tensor
 
 from backend.core.sampling import PairSet
-from backend.method.ultrametric import edge_lengths, knn_pixel_graph, mask_boundary_prior, ultrametric_distance
+from backend.core.graphs import knn_pixel_graph, mask_boundary_prior
+from backend.method.ultrametric import edge_lengths, ultrametric_distance
 
 
 @dataclass(frozen=True)

@@ -15,19 +15,25 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from backend.method.config import (
+    Ablation,
+    PipelineConfig,
+    config_from_json,
+    config_json,
+    train_config,
+)
 from backend.method.data import DataError, load_scene
 from backend.core.geometry import unproject_depth
-from backend.method.masks.base import MaskConfig, make_masks
-from backend.core.pointcloud import PointCloudConfig, fuse_points
-from backend.wire.protocol import JobOptions, JobResult, ProgressEvent, ResultArrays
+from backend.method.masks.base import make_masks
+from backend.method.fusion import fuse_points
+from backend.wire.protocol import JobResult, ProgressEvent, ResultArrays
 from backend.core.scene import Scene, normalisation, normalise
-from backend.core.segment import SegmentConfig, Segmentation3D, segment_hierarchy, segment_point_cloud
+from backend.core.segment import Segmentation3D, segment_hierarchy, segment_point_cloud
 
 Progress = Callable[[ProgressEvent], None]
 ShouldStop = Callable[[], bool]
@@ -35,109 +41,8 @@ ShouldStop = Callable[[], bool]
 RUN_JSON = "run.json"
 SEGMENTATION_DIR = "segmentation"
 
-#: Job-service presets (protocol ``JobOptions.preset``) -> trainer presets (``backend.method.trainer.PRESETS``).
-JOB_PRESETS = {"fast": "fast", "default": "default", "quality": "paper"}
-
-
 class RunError(ValueError):
     """A run folder is missing, incomplete, or belongs to another dataset."""
-
-
-@dataclass
-class Ablation:
-    """The paper's ablations (Table 1 / Sec. 5.3), as switches on the training losses."""
-
-    ultrametric: bool = True
-    """Train with the ultrametric contrastive term (off: Euclidean distances only)."""
-    hierarchical_sampling: bool = True
-    """Sample pairs level by level from the mask tree (off: every mask a child of the root, one level)."""
-    depth_continuity: bool = True
-    """Add the depth continuity loss (Eq. 5) in ``nerf`` geometry."""
-
-    @property
-    def name(self) -> str:
-        off = [n for n, on in (("no-ultrametric", self.ultrametric),
-                               ("no-hierarchical-sampling", self.hierarchical_sampling),
-                               ("no-depth-continuity", self.depth_continuity)) if not on]
-        return "+".join(off) or "full"
-
-
-@dataclass
-class PipelineConfig:
-    """Everything one run needs; defaults are the CPU-friendly ones, ``preset="paper"`` the paper's."""
-
-    preset: str = "cpu"
-    """Trainer preset name in ``backend.method.trainer.PRESETS`` (``paper``, ``default``, ``fast``, ``cpu``)."""
-    iterations: int | None = None
-    """Override the preset's iterations."""
-    geometry: str = "auto"
-    """``auto`` (depth when every view has depth), ``depth`` or ``nerf``."""
-    device: str = "cpu"
-    """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
-    seed: int = 0
-    """Seed of mask sampling and training."""
-    masks: MaskConfig = field(default_factory=MaskConfig)
-    """2D mask source and its settings."""
-    ablation: Ablation = field(default_factory=Ablation)
-    """Loss switches for the ablation study."""
-    segment: SegmentConfig = field(default_factory=SegmentConfig)
-    """3D segmentation settings (kNN, N largest, thresholds)."""
-    pointcloud: PointCloudConfig = field(default_factory=PointCloudConfig)
-    """Point-cloud fusion settings (voxel size, outlier radius)."""
-    max_points: int = 200_000
-    """Most points kept in the 3D point cloud (a seeded random subset beyond)."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Configuration
-# ----------------------------------------------------------------------------------------------------------------
-def train_config(cfg: PipelineConfig):
-    """The trainer's ``TrainConfig`` for this pipeline configuration (preset + overrides + ablation)."""
-    from backend.method.trainer import PRESETS
-
-    if cfg.preset not in PRESETS:
-        raise RunError(f"unknown preset {cfg.preset!r}; choose one of {sorted(PRESETS)}")
-    tc = PRESETS[cfg.preset]
-    changes = {"seed": cfg.seed, "device": cfg.device, "geometry": cfg.geometry}
-    if cfg.iterations is not None:
-        if cfg.iterations < 1:
-            raise RunError(f"--iterations must be at least 1, got {cfg.iterations}")
-        changes["iterations"] = cfg.iterations
-    tc = dataclasses.replace(tc, **{k: v for k, v in changes.items() if hasattr(tc, k)})
-    return apply_ablation(tc, cfg.ablation)
-
-
-def apply_ablation(tc, ablation: Ablation):
-    """Switch the trainer's loss terms off as the ablation says (returns a new config).
-
-    Without hierarchical sampling no mask may contain another (``p_in`` above 1), so every mask hangs
-    from the root and all pairs share one level, as in the paper's "w/o hierarchical sampling" row.
-    """
-    changes = {}
-    if not ablation.ultrametric:
-        changes["loss"] = dataclasses.replace(tc.loss, use_ultrametric=False, use_euclidean=True)
-    if not ablation.hierarchical_sampling:
-        changes["p_in"] = 1.01
-    if not ablation.depth_continuity:
-        changes["depth_continuity_weight"] = 0.0
-    return dataclasses.replace(tc, **changes)
-
-
-def _config_json(cfg: PipelineConfig) -> dict:
-    def default(o):
-        if isinstance(o, Path):
-            return str(o)
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        raise TypeError(type(o))
-
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=default))
-
-
-def _config_from_json(d: dict) -> PipelineConfig:
-    from backend.core.configs import dataclass_from_dict
-
-    return dataclass_from_dict(PipelineConfig, d)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -264,36 +169,11 @@ def build_result(seg: Segmentation3D, scene: Scene, thresholds, max_segments: in
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The job service's entry point
-# ----------------------------------------------------------------------------------------------------------------
-def pipeline_config_from_options(options: JobOptions, device: str) -> PipelineConfig:
-    cfg = PipelineConfig(preset=JOB_PRESETS.get(options.preset, options.preset), iterations=options.iterations,
-                         geometry=options.geometry, device=options.device or device, seed=int(options.seed),
-                         masks=MaskConfig(source=options.mask_source), max_points=int(options.max_points))
-    return cfg
-
-
-def run_job(scene: Scene, options: JobOptions, progress: Progress, should_stop: ShouldStop, workdir: Path,
-            device: str = "cpu") -> JobResult:
-    """Segment a submitted (world-unit) scene: masks, training, 3D tree, labels at the requested thresholds."""
-    workdir = Path(workdir)
-    cfg = pipeline_config_from_options(options, device)
-    scene = normalise_scene(scene)
-    masks = make_view_masks(scene, cfg, cache_dir=workdir / "masks", progress=progress)
-    trainer = train_field(scene, masks, cfg, workdir / "train", progress=progress, should_stop=should_stop)
-    if should_stop():
-        raise InterruptedError("cancelled")
-    seg = segment_field(trainer, scene, cfg, progress)
-    thresholds = list(options.thresholds) or cfg.segment.export_thresholds
-    return build_result(seg, scene, thresholds, cfg.segment.max_segments)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # Run folders (CLI)
 # ----------------------------------------------------------------------------------------------------------------
 def write_run_info(run: Path, data: Path, cfg: PipelineConfig) -> None:
     run.mkdir(parents=True, exist_ok=True)
-    info = {"data": str(Path(data).resolve()), "config": _config_json(cfg), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    info = {"data": str(Path(data).resolve()), "config": config_json(cfg), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     (run / RUN_JSON).write_text(json.dumps(info, indent=1))
 
 
@@ -303,7 +183,7 @@ def read_run_info(run: Path) -> tuple[Path, PipelineConfig]:
         raise RunError(f"{run} is not a run folder (no {RUN_JSON}); make one with `backend train DATA {run}`")
     try:
         info = json.loads(path.read_text())
-        return Path(info["data"]), _config_from_json(info["config"])
+        return Path(info["data"]), config_from_json(info["config"])
     except (KeyError, json.JSONDecodeError, TypeError) as e:
         raise RunError(f"{path} is damaged ({e}); train again into a new folder") from None
 
@@ -401,7 +281,7 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
 def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], thresholds: np.ndarray,
                   cfg: PipelineConfig) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]], list[list[np.ndarray]]]:
     """For each scene (val, then each rotation): ours-2D label stacks, ours-3D label stacks, predicted depth."""
-    from backend.core import linkage_tree
+    from backend.core import segment
     from backend.core.segment import view_labels
 
     cloud_labels = seg.labels(thresholds, max_segments=cfg.segment.max_segments)
@@ -412,7 +292,7 @@ def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], thresholds:
             gd = None if sc.depth is None else sc.depth[i]
             r = trainer.render_view(sc.c2w[i], sc.K[i], sc.height, sc.width, gd)
             valid = (gd > 0) if gd is not None else (r.depth > 0)
-            l2.append(linkage_tree.segment_feature_map(r.features, thresholds, max_segments=cfg.segment.max_segments,
+            l2.append(segment.segment_feature_map(r.features, thresholds, max_segments=cfg.segment.max_segments,
                                                   valid=valid))
             depth = gd if gd is not None else r.depth
             l3.append(view_labels(seg, cloud_labels, depth, sc.K[i], sc.c2w[i], cfg.segment))

@@ -22,12 +22,11 @@ fingerprint). :meth:`Trainer.resume` continues an interrupted run and refuses a 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,13 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backend.core.configs import dataclass_from_dict
-from backend.method.field.encoding import HashGridConfig
-from backend.method.field.model import UltrametricField, UltrametricFieldConfig, scaled_config
+from backend.method.config import GEOMETRY_MODES, TrainConfig, config_from_dict
+from backend.method.field.model import UltrametricField
 from backend.method.field.occupancy import OccupancyGrid
 from backend.method.field.renderer import render_rays, render_rays_chunked
 from backend.core.geometry import unproject
-from backend.method.losses import ContrastiveLossConfig, depth_continuity_loss, feature_losses, norm_loss
+from backend.method.losses import depth_continuity_loss, feature_losses, norm_loss
 from backend.core.mask_tree import leaf_label_map, mask_tree
 from backend.core.sampling import sample_depth_stencils, sample_hierarchical_pairs
 from backend.core.scene import Scene
@@ -50,7 +48,6 @@ from backend.core.scene import Scene
 #: File names inside a run folder.
 CHECKPOINT_NAME = "checkpoint.pt"
 CONFIG_NAME = "train_config.json"
-GEOMETRY_MODES = ("auto", "depth", "nerf")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -78,132 +75,6 @@ class RunFolderMismatchError(TrainError):
 
 class NoCheckpointError(TrainError):
     """Resume was asked for, but the run folder holds no checkpoint."""
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Config
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; defaults are the paper's (PAPER.md "Training", A.1)."""
-
-    iterations: int = 20_000
-    """Optimisation steps."""
-    rays_per_step: int = 4096
-    """Pixels (rays) sampled per step, all from ONE training image."""
-    lr: float = 1e-2
-    """Adam learning rate at the start."""
-    lr_final_ratio: float = 1.0 / 30.0
-    """Cosine decay of the learning rate down to ``lr * lr_final_ratio`` at the last step."""
-    adam_betas: tuple[float, float] = (0.9, 0.99)
-    """Adam betas (Instant-NGP)."""
-    adam_eps: float = 1e-15
-    """Adam epsilon (Instant-NGP)."""
-    geometry: str = "auto"
-    """``auto`` (``depth`` when every view has depth, else ``nerf``), ``depth`` or ``nerf``."""
-    device: str = "auto"
-    """Torch device (``auto``: CUDA when available, else CPU)."""
-    mixed_precision: bool = True
-    """fp16 autocast + grad scaling on CUDA (paper: fp16); always off on CPU."""
-    seed: int = 0
-    """Seed of the model initialisation, pixel/pair sampling and ray jitter."""
-    checkpoint_every: int = 1000
-    """Write ``checkpoint.pt`` every this many steps (0: only at the end / on stop); needs a run folder."""
-    progress_every: int = 10
-    """Call the progress callback every this many steps (and at the end)."""
-    feature_weight: float = 1.0
-    """Weight of the contrastive feature loss (ultrametric + alpha * Euclidean, Eq. 4)."""
-    norm_weight: float = 0.1
-    """Weight of the raw-feature norm loss ``(||f|| - 1)^2`` (released code)."""
-    rgb_weight: float = 1.0
-    """Weight of the colour MSE (``nerf`` mode)."""
-    depth_weight: float = 0.1
-    """Weight of the L1 depth supervision in ``nerf`` mode when the scene has depth (0 disables)."""
-    depth_continuity_weight: float = 1.0
-    """Weight of the depth continuity loss (Eq. 5; ``nerf`` mode only; the paper gives no value)."""
-    depth_continuity_start: int = 5000
-    """First step using the depth continuity loss (A.1: after 5,000 of 20,000 iterations)."""
-    depth_continuity_threshold: float = 0.1
-    """Threshold ``t`` of Eq. 5 (not given in the paper; 0.1 in the released code)."""
-    depth_continuity_true_angle: bool = False
-    """Use the real angle between adjacent rays (``1 / fx``) as ``dtheta`` of Eq. 5; False uses the released
-    code's ``dtheta = 1``."""
-    stencils_per_mask: int = 16
-    """Depth continuity stencils per finest-level mask (A.1: 16 patches per mask)."""
-    max_stencils: int = 1024
-    """Cap on stencils rendered per step (random subset beyond it)."""
-    num_samples: int = 64
-    """Samples per ray for volume rendering (``nerf`` mode)."""
-    occupancy_resolution: int = 64
-    """Occupancy grid cells per axis (``nerf`` mode)."""
-    occupancy_every: int = 16
-    """Update the occupancy grid every this many steps."""
-    occupancy_warmup: int = 256
-    """First occupancy update (before it, every cell counts as occupied)."""
-    occupancy_threshold: float = 0.01
-    """Density below which a cell is empty."""
-    background_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Colour behind the scene: transparent pixels are composited onto it (``nerf`` mode)."""
-    n_pos: int = 64
-    """Positive pairs per mask and level (A.1)."""
-    n_neg: int = 64
-    """Negative pairs per mask and level (A.1)."""
-    p_in: float = 0.95
-    """Mask tree inclusion threshold (Algorithm 1)."""
-    p_iou: float = 0.85
-    """Mask tree IoU threshold (paper 0.85, released code 0.9)."""
-    render_chunk: int = 8192
-    """Points per chunk when querying features at depth points; volume rendering uses
-    ``render_chunk * 16 / num_samples`` rays per chunk (bounded memory)."""
-    loss: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
-    """Contrastive loss settings (temperature, alpha, kNN graph, which terms)."""
-    field: UltrametricFieldConfig = field(default_factory=UltrametricFieldConfig)
-    """Field architecture."""
-
-    def __post_init__(self) -> None:
-        if self.geometry not in GEOMETRY_MODES:
-            raise ValueError(f"geometry must be one of {GEOMETRY_MODES}, got {self.geometry!r}")
-        if self.iterations < 0 or self.rays_per_step < 8:
-            raise ValueError("iterations must be >= 0 and rays_per_step >= 8")
-        if not 0 < self.lr_final_ratio <= 1:
-            raise ValueError("lr_final_ratio must be in (0, 1]")
-
-
-def _scaled(cfg: TrainConfig, iterations: int) -> TrainConfig:
-    """``cfg`` with a new iteration count; the depth continuity start keeps its fraction of the run."""
-    frac = cfg.depth_continuity_start / max(cfg.iterations, 1)
-    return replace(cfg, iterations=iterations, depth_continuity_start=int(round(frac * iterations)),
-                   occupancy_warmup=min(cfg.occupancy_warmup, max(iterations // 8, 16)))
-
-
-_PAPER = TrainConfig()
-#: Named presets (``dataclasses.replace`` of the paper's settings).
-PRESETS: dict[str, TrainConfig] = {
-    "paper": _PAPER,
-    "quality": _PAPER,
-    "default": _scaled(_PAPER, 5000),
-    "fast": replace(_scaled(_PAPER, 1500), field=scaled_config(_PAPER.field, 17, feature_dim=128),
-                    checkpoint_every=500),
-    # CPU demo: depth-mode training of a ~128x128, ~20-view scene in about 4 minutes on 2 cores.
-    "cpu": replace(_scaled(_PAPER, 1500), rays_per_step=4096, checkpoint_every=500, num_samples=48,
-                   occupancy_resolution=32,
-                   field=replace(scaled_config(_PAPER.field, 15, feature_dim=32, density_max_resolution=512),
-                                 feature_hidden_dim=64,
-                                 feature_grid=HashGridConfig(num_levels=8, features_per_level=2,
-                                                             log2_hashmap_size=15, max_resolution=64))),
-}
-
-
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A copy of ``PRESETS[name]`` with field overrides (never mutates the shared preset)."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
-    return replace(PRESETS[name], **overrides)
-
-
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """:class:`TrainConfig` from ``asdict(cfg)`` (e.g. read back from ``train_config.json``)."""
-    return dataclass_from_dict(TrainConfig, data)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -75,8 +75,9 @@ class JobServerConfig:
 
     bind: str = "tcp://127.0.0.1:5557"
     """ZeroMQ endpoint; ``tcp://127.0.0.1:*`` picks a free port (see :attr:`JobServer.endpoint`)."""
-    device: str = "auto"
-    """Torch device jobs run on (``auto``: ``cuda`` when available, else ``cpu``)."""
+    device: str = "cpu"
+    """Device jobs run on, as reported in status replies (``backend serve`` resolves ``auto`` before starting:
+    the service itself never imports torch)."""
     workdir: Path = field(default_factory=lambda: Path.home() / ".cache" / "ultrametric-seg" / "jobs")
     """Folder of per-job folders (state, results, logs)."""
     result_ttl_s: float = 24 * 3600.0
@@ -127,29 +128,12 @@ def is_local_endpoint(endpoint: str) -> bool:
         return False
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu`` (imports torch only for ``auto``)."""
-    if device != "auto":
-        return device
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_run_job(spec: str) -> RunJob:
-    """Import ``module:function`` (e.g. ``backend.method.pipeline:run_job``)."""
+    """Import ``module:function`` (e.g. ``backend.method.job:run_job``)."""
     module, _, name = spec.partition(":")
     if not module or not name:
         raise ConfigError(f"--run-job must be module:function, got {spec!r}")
     return getattr(importlib.import_module(module), name)
-
-
-def _default_run_job(scene, options, progress, should_stop, workdir):  # noqa: ANN001 - RunJob
-    from backend.method.pipeline import run_job  # lazy: imports torch
-
-    return run_job(scene, options, progress, should_stop, workdir)
 
 
 def server_version() -> str:
@@ -223,11 +207,11 @@ class JobServer:
     """The job service. ``serve_forever()`` in the calling thread, or ``start()``/``stop()`` for a
     background thread (tests, embedding). All zmq sockets live in the serving thread."""
 
-    def __init__(self, config: JobServerConfig, run_job: RunJob | None = None):
+    def __init__(self, config: JobServerConfig, run_job: RunJob):
         config.validate()
         self.config = config
-        self.run_job: RunJob = run_job or _default_run_job
-        self.device = resolve_device(config.device)
+        self.run_job: RunJob = run_job
+        self.device = config.device
         self.workdir = Path(config.workdir)
         self.endpoint: str | None = None
         self._jobs: dict[str, _Job] = {}
@@ -690,8 +674,3 @@ class JobServer:
                 del self._last_seen[identity]
         self._expire(time.time())
 
-
-if __name__ == "__main__":
-    from backend.service_cli import serve_main
-
-    sys.exit(serve_main())

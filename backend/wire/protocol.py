@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from backend.wire import presets
 from backend.wire.codec import (
     DEFAULT_LIMITS,
     DEVICE_NAME,
@@ -66,11 +67,11 @@ class JobOptions:
     """What the client asks of a segmentation job (validated with :meth:`validate`)."""
 
     UNKNOWN_FIELD_CODE: ClassVar[str] = ErrorCode.BAD_OPTIONS
-    PRESETS: ClassVar[tuple[str, ...]] = ("fast", "default", "quality")
-    MASK_SOURCES: ClassVar[tuple[str, ...]] = ("classical", "sam", "given")
-    GEOMETRIES: ClassVar[tuple[str, ...]] = ("auto", "depth", "nerf")
+    PRESETS: ClassVar[tuple[str, ...]] = presets.PRESET_NAMES
+    MASK_SOURCES: ClassVar[tuple[str, ...]] = presets.MASK_SOURCE_NAMES
+    GEOMETRIES: ClassVar[tuple[str, ...]] = presets.GEOMETRIES
 
-    preset: str = "default"
+    preset: str = presets.DEFAULT_JOB_PRESET
     """Named training preset: one of :attr:`PRESETS`."""
     iterations: int | None = None
     """Training iterations; None keeps the preset's."""
@@ -80,7 +81,7 @@ class JobOptions:
     """``depth`` (given depth is the geometry), ``nerf`` (learn density) or ``auto``."""
     thresholds: tuple[float, ...] = ()
     """Strictly increasing cut thresholds for the returned labels; empty keeps the defaults."""
-    max_points: int = 200_000
+    max_points: int = presets.DEFAULT_MAX_POINTS
     """Most points in the returned point cloud."""
     device: str | None = None
     """Torch device override (``cpu``, ``cuda``, ``cuda:N``, ``mps``); None uses the server's."""

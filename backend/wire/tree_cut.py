@@ -95,17 +95,51 @@ def cut_representatives(parents: np.ndarray, altitudes: np.ndarray, threshold: f
         rep = nxt
 
 
+def rank_segments(sizes: np.ndarray, first: np.ndarray, max_segments: int | None = None) -> np.ndarray:
+    """Rank of each segment by decreasing size, ties by smaller first point (0 = largest); -1 beyond
+    ``max_segments`` (None keeps all). This canonical order makes labels a function of the partition alone;
+    the backend's cuts (``backend.core.linkage_tree``) and the add-on's use it alike.
+
+    Shape: ``sizes``, ``first`` int [K] -> int64 [K]. Complexity: O(K + S log S), S the segments kept.
+
+    >>> rank_segments(np.array([1, 3, 3, 2]), np.array([0, 5, 1, 2]), 3).tolist()
+    [-1, 1, 0, 2]
+    """
+    sizes = np.asarray(sizes, np.int64)
+    first = np.asarray(first, np.int64)
+    k = sizes.size
+    limit = k if max_segments is None else max(int(max_segments), 0)
+    rank = np.full(k, -1, np.int64)
+    if k == 0 or limit == 0:
+        return rank
+    if k <= limit:
+        chosen = np.arange(k)
+    else:
+        cutoff = np.partition(sizes, k - limit)[k - limit]  # the limit-th largest size
+        above = np.flatnonzero(sizes > cutoff)
+        tied = np.flatnonzero(sizes == cutoff)
+        need = limit - above.size
+        if need < tied.size:
+            tied = tied[np.argpartition(first[tied], need - 1)[:need]]
+        chosen = np.concatenate([above, tied])
+    chosen = chosen[np.lexsort((first[chosen], -sizes[chosen]))]
+    rank[chosen] = np.arange(chosen.size)
+    return rank
+
+
+def _ranked_cut(inverse: np.ndarray, sizes: np.ndarray, first: np.ndarray) -> Cut:
+    rank = rank_segments(sizes, first)
+    order = np.argsort(rank)
+    return Cut(labels=rank[inverse].astype(np.int32), sizes=sizes[order].astype(np.int64), first_point=first[order])
+
+
 def cut(parents: np.ndarray, altitudes: np.ndarray, n_leaves: int, threshold: float) -> Cut:
     """Segments of the first ``n_leaves`` nodes at ``threshold`` (see the module docstring)."""
     rep = cut_representatives(parents, altitudes, float(threshold))[:n_leaves]
     uniq, inverse, sizes = np.unique(rep, return_inverse=True, return_counts=True)
     first = np.full(uniq.shape[0], n_leaves, dtype=np.int64)
     np.minimum.at(first, inverse, np.arange(n_leaves, dtype=np.int64))
-    order = np.lexsort((first, -sizes))  # largest first, then the smallest first point
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
-    return Cut(labels=rank[inverse].astype(np.int32), sizes=sizes[order].astype(np.int64),
-               first_point=first[order])
+    return _ranked_cut(inverse, sizes, first)
 
 
 def relabel_by_size(labels: np.ndarray) -> Cut:
@@ -116,11 +150,7 @@ def relabel_by_size(labels: np.ndarray) -> Cut:
     uniq, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
     first = np.full(uniq.shape[0], n, dtype=np.int64)
     np.minimum.at(first, inverse, np.arange(n, dtype=np.int64))
-    order = np.lexsort((first, -sizes))
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.shape[0])
-    return Cut(labels=rank[inverse].astype(np.int32), sizes=sizes[order].astype(np.int64),
-               first_point=first[order])
+    return _ranked_cut(inverse, sizes, first)
 
 
 def palette(n: int, seed: int = 0) -> np.ndarray:

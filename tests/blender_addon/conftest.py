@@ -29,8 +29,7 @@ def server_address(tmp_path_factory):
     """A real `backend serve` subprocess on loopback running the test job function."""
     address = f"tcp://127.0.0.1:{free_port()}"
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    # `backend serve` (python -m backend.cli serve); `python -m backend.service.server` is the same server alone
-    command = ["backend.cli", "serve"] if (REPO / "backend" / "cli.py").is_file() else ["backend.service.server"]
+    command = ["backend", "serve"]  # `backend serve`
     proc = subprocess.Popen(
         [sys.executable, "-m", *command, "--bind", address, "--device", "cpu",
          "--workdir", str(tmp_path_factory.mktemp("serve")), "--run-job", "tests.backend.service_jobs:run_job",

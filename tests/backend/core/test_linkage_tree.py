@@ -10,7 +10,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from backend.core import linkage_tree
-from backend.core.linkage_tree import SegTreeInputError, SingleLinkageTree
+from backend.core import graphs, segment
+from backend.core.linkage_tree import SingleLinkageTree, TreeInputError
 
 
 def brute_force_cut(n, src, dst, w, t, max_segments=200):
@@ -45,20 +46,20 @@ def weighted_graphs(draw):
 
 
 def test_grid_graph_4_counts_and_adjacency():
-    src, dst = linkage_tree.grid_graph_4(3, 4)
+    src, dst = graphs.grid_graph_4(3, 4)
     assert src.size == 3 * 3 + 2 * 4
     i, j = np.divmod(src, 4)
     i2, j2 = np.divmod(dst, 4)
     assert np.all(np.abs(i - i2) + np.abs(j - j2) == 1)
     assert len(set(zip(src.tolist(), dst.tolist()))) == src.size
-    with pytest.raises(SegTreeInputError):
-        linkage_tree.grid_graph_4(0, 3)
+    with pytest.raises(graphs.GraphInputError):
+        graphs.grid_graph_4(0, 3)
 
 
 def test_knn_graph_matches_brute_force():
     rng = np.random.default_rng(1)
     pts = rng.random((60, 3))
-    src, dst = linkage_tree.knn_graph(pts, k=4)
+    src, dst = graphs.knn_graph(pts, k=4)
     d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
     np.fill_diagonal(d, np.inf)
     nn = np.argsort(d, axis=1)[:, :4]
@@ -68,11 +69,11 @@ def test_knn_graph_matches_brute_force():
 
 
 def test_knn_graph_small_and_duplicate_points():
-    src, dst = linkage_tree.knn_graph(np.zeros((3, 3)), k=16)  # fewer points than k, all duplicates
+    src, dst = graphs.knn_graph(np.zeros((3, 3)), k=16)  # fewer points than k, all duplicates
     assert sorted(zip(src.tolist(), dst.tolist())) == [(0, 1), (0, 2), (1, 2)]
-    assert linkage_tree.knn_graph(np.zeros((1, 3)))[0].size == 0
-    with pytest.raises(SegTreeInputError):
-        linkage_tree.knn_graph(np.full((4, 3), np.nan))
+    assert graphs.knn_graph(np.zeros((1, 3)))[0].size == 0
+    with pytest.raises(graphs.GraphInputError):
+        graphs.knn_graph(np.full((4, 3), np.nan))
 
 
 # --- trees ------------------------------------------------------------------------------------------------------
@@ -80,7 +81,7 @@ def test_knn_graph_small_and_duplicate_points():
 
 def test_tree_on_known_graph():
     # 2x3 grid: 0-1 (0.1), 1-2 (0.4), 3-4 (0.2), 4-5 (0.3), verticals 0-3 (0.9), 1-4 (0.5), 2-5 (0.6)
-    src, dst = linkage_tree.grid_graph_4(2, 3)
+    src, dst = graphs.grid_graph_4(2, 3)
     w = np.array([0.1, 0.4, 0.2, 0.3, 0.9, 0.5, 0.6])
     tree = linkage_tree.single_linkage_tree(6, src, dst, w)
     assert tree.num_nodes == 11
@@ -94,7 +95,7 @@ def test_tree_on_known_graph():
 
 def test_leaf_runs_are_contiguous():
     rng = np.random.default_rng(0)
-    src, dst = linkage_tree.grid_graph_4(8, 9)
+    src, dst = graphs.grid_graph_4(8, 9)
     tree = linkage_tree.single_linkage_tree(72, src, dst, rng.random(src.size))
     start, area, order = linkage_tree.attribute_leaf_start(tree), linkage_tree.attribute_area(tree), linkage_tree.leaf_order(tree)
     assert sorted(order.tolist()) == list(range(72))
@@ -127,16 +128,16 @@ def test_disconnected_graph_joined_under_inf():
 
 
 def test_bad_inputs_raise():
-    with pytest.raises(SegTreeInputError):
+    with pytest.raises(TreeInputError):
         linkage_tree.single_linkage_tree(3, np.array([0]), np.array([3]), np.array([0.1]))
-    with pytest.raises(SegTreeInputError):
+    with pytest.raises(TreeInputError):
         linkage_tree.single_linkage_tree(3, np.array([0]), np.array([1]), np.array([np.nan]))
-    with pytest.raises(SegTreeInputError):
+    with pytest.raises(TreeInputError):
         SingleLinkageTree(np.array([3, 3, 4, 4, 4]), np.array([0, 0, 0, 0.6, 0.5]), 3)  # altitude decreases
-    with pytest.raises(SegTreeInputError):
+    with pytest.raises(TreeInputError):
         SingleLinkageTree(np.array([0, 3, 4, 4, 4]), np.zeros(5), 3)  # parent not above child
     tree = linkage_tree.single_linkage_tree(2, np.array([0]), np.array([1]), np.array([0.3]))
-    with pytest.raises(SegTreeInputError):
+    with pytest.raises(TreeInputError):
         linkage_tree.cut_many(tree, np.array([np.nan]))
 
 
@@ -205,8 +206,8 @@ def test_cut_many_matches_single_cuts_on_knn_cloud():
     rng = np.random.default_rng(5)
     pts = rng.random((3000, 3))
     feats = np.sin(pts @ rng.normal(size=(3, 8)) * 6)
-    src, dst = linkage_tree.knn_graph(pts, k=8)
-    w = linkage_tree.feature_distances(feats, src, dst)
+    src, dst = graphs.knn_graph(pts, k=8)
+    w = graphs.feature_distances(feats, src, dst)
     tree = linkage_tree.single_linkage_tree(3000, src, dst, w)
     th = np.linspace(0.001, 0.2, 12)
     labels = linkage_tree.cut_many(tree, th, max_segments=50)
@@ -227,7 +228,7 @@ def test_segment_feature_map_piecewise_constant():
     f[4:, 4:] = [0, 0.8, 0.6]  # cos with [0,1,0] = 0.8 -> distance 0.2
     valid = np.ones((6, 8), bool)
     valid[0, 0] = False
-    labels = linkage_tree.segment_feature_map(f, [0.1, 0.5, 1.5], valid=valid)
+    labels = segment.segment_feature_map(f, [0.1, 0.5, 1.5], valid=valid)
     assert labels.shape == (3, 6, 8)
     assert (labels[:, 0, 0] == -1).all()
     assert len(np.unique(labels[0][valid])) == 3
@@ -240,14 +241,14 @@ def test_propagate_labels_mode_and_gate():
     pts = np.array([[0, 0, 0], [1e-3, 0, 0], [2e-3, 0, 0], [3e-3, 0, 0], [4e-3, 0, 0], [1.0, 0, 0]])
     lab = np.array([2, 2, 2, 9, 9, 5])
     q = np.array([[3.5e-3, 0, 0], [0.9, 0, 0], [1.0, 0, 0]])
-    out = linkage_tree.propagate_labels(pts, lab, q, k=5, max_distance=5e-3)
+    out = segment.propagate_labels(pts, lab, q, k=5, max_distance=5e-3)
     # mode of {9,9,2,2,2}; the second is gated (nearest point too far); the third sits on the lone 5 but its
     # k = 5 vote still reaches the 9s (the gate only looks at the nearest point)
     assert out.tolist() == [2, -1, 9]
-    assert linkage_tree.propagate_labels(pts, lab, q, k=1).tolist() == [9, -1, 5]
+    assert segment.propagate_labels(pts, lab, q, k=1).tolist() == [9, -1, 5]
     # unlabelled points do not vote
     lab2 = np.array([-1, -1, -1, 9, 9, 5])
-    assert linkage_tree.propagate_labels(pts, lab2, q[:1], k=5).tolist() == [9]
-    assert linkage_tree.propagate_labels(pts, np.full(6, -1), q).tolist() == [-1, -1, -1]
-    with pytest.raises(SegTreeInputError):
-        linkage_tree.propagate_labels(pts, lab[:3], q)
+    assert segment.propagate_labels(pts, lab2, q[:1], k=5).tolist() == [9]
+    assert segment.propagate_labels(pts, np.full(6, -1), q).tolist() == [-1, -1, -1]
+    with pytest.raises(segment.SegmentInputError):
+        segment.propagate_labels(pts, lab[:3], q)

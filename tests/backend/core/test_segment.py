@@ -1,13 +1,13 @@
-"""3D segmentation helpers: component bridging, one-query label propagation, hierarchy export."""
+"""3D segmentation helpers: component bridging (graphs.connect_components with a debris size), one-query label
+propagation, hierarchy export."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from backend.core import linkage_tree
+from backend.core import graphs, segment
 from backend.core.pointcloud import PointCloud
-from backend.core.segment import (SegmentConfig, bridge_components, propagate_label_stack, segment_hierarchy,
-                             segment_point_cloud)
+from backend.core.segment import SegmentConfig, propagate_label_stack, segment_hierarchy, segment_point_cloud
 
 
 def two_blobs(n: int = 300, gap: float = 1.0, seed: int = 0):
@@ -19,10 +19,11 @@ def two_blobs(n: int = 300, gap: float = 1.0, seed: int = 0):
 
 def test_bridge_links_separate_objects_so_features_decide():
     pts = two_blobs()
-    src, dst = linkage_tree.knn_graph(pts, k=8)
-    s2, d2 = bridge_components(pts, src, dst)
+    src, dst = graphs.knn_graph(pts, k=8)
+    s2, d2 = graphs.connect_components(pts, src, dst, min_size=2)
     assert len(s2) == len(src) + 1  # exactly one bridge between the two blobs
-    a, b = s2[-1], d2[-1]
+    new = ~np.isin(s2 * 1000 + d2, src * 1000 + dst)
+    a, b = s2[new][0], d2[new][0]
     assert (a < 300) != (b < 300)
     # Same features on both blobs: one segment at any positive threshold; different: two until t > distance.
     feats = np.tile([1.0, 0, 0], (600, 1))
@@ -36,8 +37,8 @@ def test_bridge_links_separate_objects_so_features_decide():
 
 def test_debris_is_not_bridged():
     pts = np.concatenate([two_blobs(), [[5.0, 5, 5]]])  # a lone point: fusion debris
-    src, dst = linkage_tree.knn_graph(pts, k=8)
-    s2, _ = bridge_components(pts, src, dst)
+    src, dst = graphs.knn_graph(pts, k=8)
+    s2, _ = graphs.connect_components(pts, src, dst, min_size=2)
     assert len(s2) == len(src) + 1
 
 
@@ -48,7 +49,7 @@ def test_label_stack_matches_per_threshold_propagation_when_all_labelled():
     q = rng.uniform(0, 1, (100, 3))
     stack = propagate_label_stack(pts, labels, q, k=5, max_distance=0.2)
     for i in range(2):
-        np.testing.assert_array_equal(stack[i], linkage_tree.propagate_labels(pts, labels[i], q, k=5, max_distance=0.2))
+        np.testing.assert_array_equal(stack[i], segment.propagate_labels(pts, labels[i], q, k=5, max_distance=0.2))
     far = propagate_label_stack(pts, labels, q + 10.0, k=5, max_distance=0.2)
     assert (far == -1).all()
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from backend.method.evaluation import EvalConfig
-from backend.method.pipeline import (PipelineConfig, RunError, evaluate_trained, load_trained, run_job, segment_run,
+from backend.method.job import run_job
+from backend.method.config import PipelineConfig
+from backend.method.pipeline import (RunError, evaluate_trained, load_trained, segment_run,
                               train_run)
 from backend.wire.result_files import read_ply
 from backend.wire.protocol import JobOptions, ResultArrays

@@ -16,7 +16,8 @@ import pytest
 
 from backend.method.masks.base import MaskConfig
 from backend.method.masks.sam import SamConfig, build_tiny_sam
-from backend.method.pipeline import PipelineConfig, read_run_info, segment_run, train_run
+from backend.method.config import PipelineConfig
+from backend.method.pipeline import read_run_info, segment_run, train_run
 from backend.wire.result_files import read_ply
 
 THRESHOLDS = [0.05, 0.1, 0.2, 0.3, 0.4]

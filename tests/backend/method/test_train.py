@@ -16,9 +16,10 @@ from backend.method.field.encoding import HashGridConfig
 from backend.method.field.model import UltrametricFieldConfig
 from backend.core.geometry import pixel_centers, unproject
 from backend.core.scene import Scene
+from backend.method.config import PRESETS, TrainConfig, config_from_dict, preset
 from backend.method.trainer import (
-    PRESETS, DepthRequiredError, GeometryModeError, MasksError, NoCheckpointError, RunFolderMismatchError,
-    TrainConfig, Trainer, TrainProgress, config_from_dict, preset,
+    DepthRequiredError, GeometryModeError, MasksError, NoCheckpointError, RunFolderMismatchError, Trainer,
+    TrainProgress,
 )
 
 @pytest.fixture(autouse=True, scope="module")

@@ -8,18 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backend.method.ultrametric import (
-    DISCONNECTED,
-    SAME_VERTEX,
-    bottleneck_edges,
-    bpt_canonical,
-    edge_lengths,
-    knn_pixel_graph,
-    mask_boundary_crossings,
-    mask_boundary_prior,
-    ultrametric_distance,
-    ultrametric_distance_and_edges,
-)
+from backend.core.graphs import knn_pixel_graph, mask_boundary_crossings, mask_boundary_prior
+from backend.core.linkage_tree import DISCONNECTED, SAME_VERTEX, single_linkage_tree
+from backend.core.linkage_tree import bottleneck_edges as tree_bottleneck_edges
+from backend.method.ultrametric import edge_lengths, ultrametric_distance, ultrametric_distance_and_edges
+
+
+def bottleneck_edges(n, src, dst, w, pairs):
+    return tree_bottleneck_edges(single_linkage_tree(n, src, dst, w), pairs)
 
 
 def minimax_floyd_warshall(n: int, src: np.ndarray, dst: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -145,7 +141,7 @@ def test_knn_graph_matches_brute_force():
 def test_knn_graph_connects_far_clusters():
     uv = np.concatenate([np.random.default_rng(0).random((20, 2)), 1000 + np.random.default_rng(1).random((20, 2))])
     src, dst = knn_pixel_graph(uv, k=3)
-    t = bpt_canonical(40, src, dst, np.ones(len(src)))
+    t = single_linkage_tree(40, src, dst, np.ones(len(src)))
     assert (t.mst_edge_map >= 0).all()  # no virtual merge: connected
     s2, d2 = knn_pixel_graph(uv, k=3, connect=False)
     feats = torch.randn(40, 4)

@@ -24,7 +24,7 @@ from backend.service.server import ConfigError, JobServer, JobServerConfig, is_l
 from tests.backend.malformed import malformed
 from tests.backend.service_jobs import make_scene, run_job, unproject
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -280,7 +280,7 @@ def test_curve_keys_required_off_loopback_and_enforced(tmp_path):
     assert not is_local_endpoint("tcp://*:5557") and not is_local_endpoint("tcp://0.0.0.0:5557")
     assert not is_local_endpoint("tcp://192.168.1.2:5557") and not is_local_endpoint("tcp://eth0:5557")
     with pytest.raises(ConfigError, match="requires CurveZMQ keys"):
-        JobServer(JobServerConfig(bind="tcp://0.0.0.0:5557", workdir=tmp_path))
+        JobServer(JobServerConfig(bind="tcp://0.0.0.0:5557", workdir=tmp_path), run_job)
 
     keys = create_keys(tmp_path / "keys")
     srv = make_server(tmp_path, keys_dir=keys)
@@ -337,7 +337,7 @@ def test_client_times_out_clearly_without_server():
 
 def _spawn_server(workdir: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.service.server", "--bind", "tcp://127.0.0.1:*", "--device", "cpu",
+        [sys.executable, "-m", "backend", "serve", "--bind", "tcp://127.0.0.1:*", "--device", "cpu",
          "--workdir", str(workdir), "--run-job", "tests.backend.service_jobs:run_job", "--log-level", "WARNING"],
         cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )
@@ -441,7 +441,8 @@ def test_submit_command_fails_clearly_without_server(tmp_path, capsys):
 def test_keys_command_and_serve_refusing_an_open_bind_without_keys(tmp_path, capsys):
     import argparse
 
-    from backend.service_cli import add_keys_parser, serve_main
+    from backend.cli import main as backend_main
+    from backend.service_cli import add_keys_parser
 
     parser = argparse.ArgumentParser(prog="backend")
     add_keys_parser(parser.add_subparsers(dest="command", required=True))
@@ -453,7 +454,7 @@ def test_keys_command_and_serve_refusing_an_open_bind_without_keys(tmp_path, cap
     assert ((tmp_path / "k" / "server.key_secret").stat().st_mode & 0o077) == 0
     assert "--keys" in capsys.readouterr().out
     assert args.func(args) == 1 and "exists" in capsys.readouterr().err  # no silent overwrite
-    assert serve_main(["--bind", "tcp://0.0.0.0:5599", "--workdir", str(tmp_path / "w")]) == 2
+    assert backend_main(["serve", "--bind", "tcp://0.0.0.0:5599", "--workdir", str(tmp_path / "w")]) == 2
     assert "requires CurveZMQ keys" in capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@ import pytest
 from backend.wire import protocol as P
 from backend.service.client import JobClient
 from backend.method.data import load_scene
+from backend.method.job import run_job
 from backend.service.server import JobServer, JobServerConfig
 
 pytestmark = pytest.mark.timeout(300)
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.timeout(300)
 
 def test_real_pipeline_job_over_loopback(tiny_dataset, tmp_path):
     scene = load_scene(tiny_dataset, "train", normalised=False)  # what the add-on sends: world units
-    server = JobServer(JobServerConfig(bind="tcp://127.0.0.1:*", device="cpu", workdir=tmp_path / "jobs")).start()
+    server = JobServer(JobServerConfig(bind="tcp://127.0.0.1:*", device="cpu", workdir=tmp_path / "jobs"),
+                       run_job).start()
     try:
         with JobClient(server.endpoint, timeout_s=30.0) as client:
             job = client.submit(scene, P.JobOptions(preset="fast", iterations=12, thresholds=(0.1, 0.3)))

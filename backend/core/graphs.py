@@ -1,0 +1,214 @@
+"""Graphs over pixels and points: 4-neighbour grids, kNN graphs, joining components, feature edge lengths,
+and the mask-boundary prior. NumPy / SciPy only.
+
+Every function returns an undirected edge list ``(src, dst)`` of int64 arrays with ``src < dst`` (sorted,
+no duplicates, no self-loops) unless it says otherwise. Edge lengths are separate arrays, so one graph
+serves any features.
+
+- Sec. 3.2 of the paper (training): the kNN graph (k = 10) of the pixels sampled from one image, in
+  image space, with feature-distance edge lengths.
+- Sec. 3.3 (inference): the 4-neighbour pixel grid (2D) and the kNN graph (k = 16) of the fused point
+  cloud (3D).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+
+class GraphInputError(ValueError):
+    """Raised for malformed points, edges or parameters given to this module."""
+
+
+def dedup_edges(sources: np.ndarray, targets: np.ndarray, num_vertices: int) -> tuple[np.ndarray, np.ndarray]:
+    """Undirected, deduplicated edge list without self-loops, sorted by ``(source, target)``, source < target.
+
+    Shape: ``sources``, ``targets`` int [E] -> two int64 [E'] arrays.
+
+    >>> dedup_edges(np.array([0, 1, 2, 2]), np.array([1, 0, 2, 0]), 3)
+    (array([0, 0]), array([1, 2]))
+    """
+    s = np.asarray(sources, dtype=np.int64)
+    t = np.asarray(targets, dtype=np.int64)
+    a, b = np.minimum(s, t), np.maximum(s, t)
+    keep = a != b
+    key = np.unique(a[keep] * np.int64(num_vertices) + b[keep])
+    return key // num_vertices, key % num_vertices
+
+
+def grid_graph_4(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """4-neighbour graph of an ``h x w`` pixel grid over flat indices ``i * w + j``.
+
+    Horizontal edges first (row-major), then vertical ones; ``src < dst`` for every edge (not sorted).
+
+    Shape: returns ``(src, dst)`` int64 [E] with ``E = h (w - 1) + (h - 1) w``.
+
+    >>> grid_graph_4(2, 2)
+    (array([0, 2, 0, 1]), array([1, 3, 2, 3]))
+    """
+    if h < 1 or w < 1:
+        raise GraphInputError(f"grid must be at least 1x1, got {h}x{w}")
+    idx = np.arange(h * w, dtype=np.int64).reshape(h, w)
+    src = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
+    dst = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
+    return src, dst
+
+
+def knn_graph(points: np.ndarray, k: int = 16, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric k-nearest-neighbour graph of points (Euclidean, KD-tree).
+
+    Each point is linked to its ``k`` nearest *other* points; the union of both directions is kept once.
+    Duplicate points are linked like any other (at most ``k`` others per point even then).
+
+    Shape: ``points`` [N, D] -> ``(src, dst)`` int64 [E], ``N k / 2 <= E <= N k``.
+    Complexity: O(N k log N).
+
+    >>> s, t = knn_graph(np.array([[0.0, 0], [1, 0], [5, 0]]), k=1)
+    >>> s.tolist(), t.tolist()
+    ([0, 1], [1, 2])
+    """
+    p = np.asarray(points, dtype=np.float64)
+    if p.ndim != 2 or not np.isfinite(p).all():
+        raise GraphInputError(f"points must be a finite [N, D] array, got shape {p.shape}")
+    if k < 1:
+        raise GraphInputError(f"k must be >= 1, got {k}")
+    n = p.shape[0]
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    kq = min(k + 1, n)
+    _, nbr = cKDTree(p).query(p, k=kq, workers=workers)
+    nbr = nbr.reshape(n, kq).astype(np.int64)
+    me = np.broadcast_to(np.arange(n, dtype=np.int64)[:, None], nbr.shape)
+    # Drop self matches; with duplicate points self may be absent, so keep at most k others per row.
+    other = nbr != me
+    keep = other & (np.cumsum(other, axis=1) <= k)
+    return dedup_edges(me[keep], nbr[keep], n)
+
+
+def component_labels(num_vertices: int, src: np.ndarray, dst: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected components of a graph: ``(count, label of each vertex)`` (SciPy)."""
+    adj = coo_matrix((np.ones(len(src), np.int8), (src, dst)), shape=(num_vertices, num_vertices))
+    ncomp, lab = connected_components(adj, directed=False)
+    return int(ncomp), lab
+
+
+def connect_components(points: np.ndarray, src: np.ndarray, dst: np.ndarray, min_size: int = 1,
+                       max_rounds: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Add the few shortest edges that join the components of a graph over ``points`` (Borůvka rounds).
+
+    Each round, every component but the largest gains one edge to its nearest point in another component
+    (exact, KD-tree); rounds repeat until one component remains. Components with fewer than ``min_size``
+    vertices are left alone (debris: they stay apart and only join at ``+inf`` in a tree).
+
+    Why: a kNN graph falls apart where objects do not touch (a chair beside a table), and a single-linkage
+    tree over it could then never merge them at any finite threshold; one bridge per component lets the
+    *feature* distance decide when they merge (the paper's scene level). In training it makes every sampled
+    pair's ultrametric distance finite.
+
+    Shape: ``points`` [N, D]; ``src``, ``dst`` int [E] -> deduplicated int64 [E'] edges (src < dst).
+    Complexity: one ``connected_components`` call when already connected; O(C N log N) per round otherwise.
+
+    >>> s, t = connect_components(np.array([[0.0], [1], [5], [6]]), np.array([0, 2]), np.array([1, 3]))
+    >>> s.tolist(), t.tolist()
+    ([0, 1, 2], [1, 2, 3])
+    """
+    pts = np.asarray(points, dtype=np.float64)
+    n = len(pts)
+    s = np.asarray(src, dtype=np.int64)
+    t = np.asarray(dst, dtype=np.int64)
+    for _ in range(max_rounds):
+        ncomp, lab = component_labels(n, s, t)
+        sizes = np.bincount(lab, minlength=ncomp)
+        big = np.flatnonzero(sizes >= max(min_size, 1))
+        if len(big) <= 1:
+            break
+        in_big = np.isin(lab, big)
+        largest = big[np.argmax(sizes[big])]
+        new_s, new_t = [], []
+        for c in big:
+            if c == largest:
+                continue
+            inside = np.flatnonzero(lab == c)
+            outside = np.flatnonzero(in_big & (lab != c))
+            dist, j = cKDTree(pts[outside]).query(pts[inside], k=1)
+            best = int(np.argmin(dist))
+            new_s.append(inside[best])
+            new_t.append(outside[j[best]])
+        s = np.concatenate([s, np.asarray(new_s, dtype=np.int64)])
+        t = np.concatenate([t, np.asarray(new_t, dtype=np.int64)])
+    return dedup_edges(s, t, n)
+
+
+def knn_pixel_graph(uv: np.ndarray, k: int = 10, connect: bool = True, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The training graph of Sec. 3.2: the sampled pixels of one image, each linked to its ``k`` (10) nearest in
+    image space (:func:`knn_graph`); with ``connect`` its components are joined (:func:`connect_components`) so
+    every pair has a finite ultrametric distance.
+
+    Shape: ``uv`` float [P, 2] -> ``(src, dst)`` int64 [E].
+
+    >>> s, t = knn_pixel_graph(np.array([[0.0, 0], [1, 0], [5, 0], [6, 0]]), k=1)
+    >>> s.tolist(), t.tolist()
+    ([0, 1, 2], [1, 2, 3])
+    """
+    src, dst = knn_graph(uv, k=k, workers=workers)
+    return connect_components(uv, src, dst) if connect else (src, dst)
+
+
+def feature_distances(features: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Edge lengths ``1 - cos(f_src, f_dst)`` (the paper's feature distance, Sec. 3.2), clipped to [0, 2].
+
+    Shape: ``features`` [N, D], ``src``/``dst`` [E] -> float64 [E].
+
+    >>> feature_distances(np.array([[1.0, 0], [0, 2.0]]), np.array([0]), np.array([1]))
+    array([1.])
+    """
+    f = np.asarray(features, dtype=np.float64)
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    return np.clip(1.0 - np.einsum("ed,ed->e", f[src], f[dst]), 0.0, 2.0)
+
+
+def mask_boundary_crossings(sources: np.ndarray, targets: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Edges that cross a mask boundary: endpoints differ in membership of at least one mask.
+
+    Implemented on bit-packed membership rows (one byte per 8 masks per pixel), so ``O(E * M / 8)``.
+
+    Shape: ``sources``, ``targets`` int [E]; ``masks`` bool [M, P] -> bool [E].
+
+    >>> m = np.array([[1, 1, 0], [0, 1, 1]], bool)
+    >>> mask_boundary_crossings(np.array([0, 1, 0]), np.array([1, 2, 0]), m).tolist()
+    [True, True, False]
+    """
+    masks = np.asarray(masks, dtype=bool)
+    sources = np.asarray(sources, dtype=np.int64)
+    targets = np.asarray(targets, dtype=np.int64)
+    if masks.ndim != 2:
+        raise GraphInputError(f"masks must be bool [M, P], got shape {masks.shape}")
+    if masks.shape[0] == 0:
+        return np.zeros(len(sources), dtype=bool)
+    packed = np.ascontiguousarray(np.packbits(masks, axis=0).T)  # [P, ceil(M/8)] uint8
+    if packed.shape[1] <= 8:  # view rows as one integer (pad to 8 bytes)
+        wide = np.zeros((packed.shape[0], 8), np.uint8)
+        wide[:, : packed.shape[1]] = packed
+        key = wide.view(np.uint64)[:, 0]
+        return key[sources] != key[targets]
+    return (packed[sources] != packed[targets]).any(axis=1)
+
+
+def mask_boundary_prior(sources: np.ndarray, targets: np.ndarray, masks: np.ndarray,
+                        weight: float = 10.0) -> np.ndarray:
+    """Tree-building prior of the authors' released code: ``weight`` (+10) on every edge that crosses a mask
+    boundary (not in the paper).
+
+    Added to the edge lengths only when building the tree, so minimax paths prefer to stay inside masks; the
+    distances themselves (and their gradients) are read from the unmodified feature lengths.
+
+    Shape: ``sources``, ``targets`` int [E]; ``masks`` bool [M, P] -> float64 [E] (0 or ``weight``).
+
+    >>> m = np.array([[1, 1, 0]], bool)
+    >>> mask_boundary_prior(np.array([0, 1]), np.array([1, 2]), m).tolist()
+    [0.0, 10.0]
+    """
+    return weight * mask_boundary_crossings(sources, targets, masks).astype(np.float64)

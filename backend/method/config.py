@@ -1,0 +1,254 @@
+"""Configuration of the method: the training config, THE preset table, and the pipeline config of one run.
+
+Every preset is a whole :class:`TrainConfig` derived from the paper's defaults with ``dataclasses.replace``;
+its name and a truthful description live in :mod:`backend.wire.presets`, the vocabulary the CLI, the job
+protocol and the Blender add-on share (an import-time check keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.core.configs import dataclass_from_dict
+from backend.core.pointcloud import PointCloudConfig
+from backend.core.segment import SegmentConfig
+from backend.method.field.encoding import HashGridConfig
+from backend.method.field.model import UltrametricFieldConfig, scaled_config
+from backend.method.losses import ContrastiveLossConfig
+from backend.method.masks.base import MaskConfig
+from backend.wire import presets
+
+GEOMETRY_MODES = presets.GEOMETRIES
+
+
+class ConfigError(ValueError):
+    """A configuration names an unknown preset or holds an impossible value."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; defaults are the paper's (Sec. 4 and appendix A.1)."""
+
+    iterations: int = 20_000
+    """Optimisation steps."""
+    rays_per_step: int = 4096
+    """Pixels (rays) sampled per step, all from ONE training image."""
+    lr: float = 1e-2
+    """Adam learning rate at the start."""
+    lr_final_ratio: float = 1.0 / 30.0
+    """Cosine decay of the learning rate down to ``lr * lr_final_ratio`` at the last step."""
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    """Adam betas (Instant-NGP)."""
+    adam_eps: float = 1e-15
+    """Adam epsilon (Instant-NGP)."""
+    geometry: str = "auto"
+    """``auto`` (``depth`` when every view has depth, else ``nerf``), ``depth`` or ``nerf``."""
+    device: str = "auto"
+    """Torch device (``auto``: CUDA when available, else CPU)."""
+    mixed_precision: bool = True
+    """fp16 autocast + grad scaling on CUDA (paper: fp16); always off on CPU."""
+    seed: int = 0
+    """Seed of the model initialisation, pixel/pair sampling and ray jitter."""
+    checkpoint_every: int = 1000
+    """Write ``checkpoint.pt`` every this many steps (0: only at the end / on stop); needs a run folder."""
+    progress_every: int = 10
+    """Call the progress callback every this many steps (and at the end)."""
+    feature_weight: float = 1.0
+    """Weight of the contrastive feature loss (ultrametric + alpha * Euclidean, Eq. 4)."""
+    norm_weight: float = 0.1
+    """Weight of the raw-feature norm loss ``(||f|| - 1)^2`` (released code)."""
+    rgb_weight: float = 1.0
+    """Weight of the colour MSE (``nerf`` mode)."""
+    depth_weight: float = 0.1
+    """Weight of the L1 depth supervision in ``nerf`` mode when the scene has depth (0 disables)."""
+    depth_continuity_weight: float = 1.0
+    """Weight of the depth continuity loss (Eq. 5; ``nerf`` mode only; the paper gives no value)."""
+    depth_continuity_start: int = 5000
+    """First step using the depth continuity loss (A.1: after 5,000 of 20,000 iterations)."""
+    depth_continuity_threshold: float = 0.1
+    """Threshold ``t`` of Eq. 5 (not given in the paper; 0.1 in the released code)."""
+    depth_continuity_true_angle: bool = False
+    """Use the real angle between adjacent rays (``1 / fx``) as ``dtheta`` of Eq. 5; False uses the released
+    code's ``dtheta = 1``."""
+    stencils_per_mask: int = 16
+    """Depth continuity stencils per finest-level mask (A.1: 16 patches per mask)."""
+    max_stencils: int = 1024
+    """Cap on stencils rendered per step (random subset beyond it)."""
+    num_samples: int = 64
+    """Samples per ray for volume rendering (``nerf`` mode)."""
+    occupancy_resolution: int = 64
+    """Occupancy grid cells per axis (``nerf`` mode)."""
+    occupancy_every: int = 16
+    """Update the occupancy grid every this many steps."""
+    occupancy_warmup: int = 256
+    """First occupancy update (before it, every cell counts as occupied)."""
+    occupancy_threshold: float = 0.01
+    """Density below which a cell is empty."""
+    background_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Colour behind the scene: transparent pixels are composited onto it (``nerf`` mode)."""
+    n_pos: int = 64
+    """Positive pairs per mask and level (A.1)."""
+    n_neg: int = 64
+    """Negative pairs per mask and level (A.1)."""
+    p_in: float = 0.95
+    """Mask tree inclusion threshold (Algorithm 1)."""
+    p_iou: float = 0.85
+    """Mask tree IoU threshold (paper 0.85, released code 0.9)."""
+    render_chunk: int = 8192
+    """Points per chunk when querying features at depth points; volume rendering uses
+    ``render_chunk * 16 / num_samples`` rays per chunk (bounded memory)."""
+    loss: ContrastiveLossConfig = field(default_factory=ContrastiveLossConfig)
+    """Contrastive loss settings (temperature, alpha, kNN graph, which terms)."""
+    field: UltrametricFieldConfig = field(default_factory=UltrametricFieldConfig)
+    """Field architecture."""
+
+    def __post_init__(self) -> None:
+        if self.geometry not in GEOMETRY_MODES:
+            raise ValueError(f"geometry must be one of {GEOMETRY_MODES}, got {self.geometry!r}")
+        if self.iterations < 0 or self.rays_per_step < 8:
+            raise ValueError("iterations must be >= 0 and rays_per_step >= 8")
+        if not 0 < self.lr_final_ratio <= 1:
+            raise ValueError("lr_final_ratio must be in (0, 1]")
+
+
+def _scaled(cfg: TrainConfig, iterations: int) -> TrainConfig:
+    """``cfg`` with a new iteration count; the depth continuity start keeps its fraction of the run."""
+    frac = cfg.depth_continuity_start / max(cfg.iterations, 1)
+    return replace(cfg, iterations=iterations, depth_continuity_start=int(round(frac * iterations)),
+                   occupancy_warmup=min(cfg.occupancy_warmup, max(iterations // 8, 16)))
+
+
+_PAPER = TrainConfig()
+#: THE preset table: every preset a whole :class:`TrainConfig` (``dataclasses.replace`` of the paper's
+#: settings), named and described in :data:`backend.wire.presets.PRESETS` (the CLI, the job protocol and the
+#: add-on use those names).
+PRESETS: dict[str, TrainConfig] = {
+    "paper": _PAPER,
+    "default": _scaled(_PAPER, 5000),
+    "fast": replace(_scaled(_PAPER, 1500), field=scaled_config(_PAPER.field, 17, feature_dim=128),
+                    checkpoint_every=500),
+    # CPU demo: depth-mode training of a ~128x128, ~20-view scene in about 4 minutes on 2 cores.
+    "cpu": replace(_scaled(_PAPER, 1500), rays_per_step=4096, checkpoint_every=500, num_samples=48,
+                   occupancy_resolution=32,
+                   field=replace(scaled_config(_PAPER.field, 15, feature_dim=32, density_max_resolution=512),
+                                 feature_hidden_dim=64,
+                                 feature_grid=HashGridConfig(num_levels=8, features_per_level=2,
+                                                             log2_hashmap_size=15, max_resolution=64))),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A copy of ``PRESETS[name]`` with field overrides (never mutates the shared preset)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    return replace(PRESETS[name], **overrides)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """:class:`TrainConfig` from ``asdict(cfg)`` (e.g. read back from ``train_config.json``)."""
+    return dataclass_from_dict(TrainConfig, data)
+
+
+@dataclass
+class Ablation:
+    """The paper's ablations (Table 1 / Sec. 5.3), as switches on the training losses."""
+
+    ultrametric: bool = True
+    """Train with the ultrametric contrastive term (off: Euclidean distances only)."""
+    hierarchical_sampling: bool = True
+    """Sample pairs level by level from the mask tree (off: every mask a child of the root, one level)."""
+    depth_continuity: bool = True
+    """Add the depth continuity loss (Eq. 5) in ``nerf`` geometry."""
+
+    @property
+    def name(self) -> str:
+        off = [n for n, on in (("no-ultrametric", self.ultrametric),
+                               ("no-hierarchical-sampling", self.hierarchical_sampling),
+                               ("no-depth-continuity", self.depth_continuity)) if not on]
+        return "+".join(off) or "full"
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one run needs; defaults are the CPU-friendly ones, ``preset="paper"`` the paper's."""
+
+    preset: str = presets.DEFAULT_TRAIN_PRESET
+    """Name in :data:`PRESETS` (``paper``, ``default``, ``fast``, ``cpu``)."""
+    iterations: int | None = None
+    """Override the preset's iterations."""
+    geometry: str = "auto"
+    """``auto`` (depth when every view has depth), ``depth`` or ``nerf``."""
+    device: str = "cpu"
+    """Torch device (``cpu``, ``cuda``, ``cuda:1``)."""
+    seed: int = 0
+    """Seed of mask sampling and training."""
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    """2D mask source and its settings."""
+    ablation: Ablation = field(default_factory=Ablation)
+    """Loss switches for the ablation study."""
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    """3D segmentation settings (kNN, N largest, thresholds)."""
+    pointcloud: PointCloudConfig = field(default_factory=PointCloudConfig)
+    """Point-cloud fusion settings (voxel size, outlier radius)."""
+    max_points: int = presets.DEFAULT_MAX_POINTS
+    """Most points kept in the 3D point cloud (a seeded random subset beyond)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------------------
+def train_config(cfg: PipelineConfig):
+    """The trainer's ``TrainConfig`` for this pipeline configuration (preset + overrides + ablation)."""
+    if cfg.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {cfg.preset!r}; choose one of {list(PRESETS)}")
+    tc = PRESETS[cfg.preset]
+    changes = {"seed": cfg.seed, "device": cfg.device, "geometry": cfg.geometry}
+    if cfg.iterations is not None:
+        if cfg.iterations < 1:
+            raise ConfigError(f"--iterations must be at least 1, got {cfg.iterations}")
+        changes["iterations"] = cfg.iterations
+    tc = dataclasses.replace(tc, **changes)
+    return apply_ablation(tc, cfg.ablation)
+
+
+def apply_ablation(tc, ablation: Ablation):
+    """Switch the trainer's loss terms off as the ablation says (returns a new config).
+
+    Without hierarchical sampling no mask may contain another (``p_in`` above 1), so every mask hangs
+    from the root and all pairs share one level, as in the paper's "w/o hierarchical sampling" row.
+    """
+    changes = {}
+    if not ablation.ultrametric:
+        changes["loss"] = dataclasses.replace(tc.loss, use_ultrametric=False, use_euclidean=True)
+    if not ablation.hierarchical_sampling:
+        changes["p_in"] = 1.01
+    if not ablation.depth_continuity:
+        changes["depth_continuity_weight"] = 0.0
+    return dataclasses.replace(tc, **changes)
+
+
+def config_json(cfg: PipelineConfig) -> dict:
+    def default(o):
+        if isinstance(o, Path):
+            return str(o)
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        raise TypeError(type(o))
+
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=default))
+
+
+def config_from_json(d: dict) -> PipelineConfig:
+    """:class:`PipelineConfig` from :func:`config_json` (e.g. read back from ``run.json``)."""
+    return dataclass_from_dict(PipelineConfig, d)
+
+
+if tuple(PRESETS) != presets.PRESET_NAMES:  # pragma: no cover - a developer error, caught by any test
+    raise RuntimeError(f"backend.method.config.PRESETS {list(PRESETS)} and backend.wire.presets "
+                       f"{list(presets.PRESET_NAMES)} disagree")
