@@ -2,7 +2,7 @@
 
 ``gt_seg/<split>/<stem>_ids.png``: 16-bit leaf node ids into ``hierarchy.json`` (0 = background);
 ``hierarchy.json``: ``{"nodes": [{id, name, kind, parent, children}], "root": id, "levels": ...}``
-(docs/CONTRACTS.md).
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -62,14 +62,11 @@ def read_hierarchy(data_dir: Path) -> GtTree:
 
 
 def read_leaf_ids(data_dir: Path, split: str, stem: str) -> np.ndarray:
-    """uint16 ``[H, W]`` leaf ids of one view (0 = background)."""
-    from PIL import Image
+    """uint16 ``[H, W]`` leaf ids of one view (0 = background); :func:`backend.method.data.read_leaf_ids`."""
+    from backend.method.data import DataError
+    from backend.method.data import read_leaf_ids as read
 
-    path = Path(data_dir) / "gt_seg" / split / f"{stem}_ids.png"
-    if not path.is_file():
-        raise MaskSourceError(f"missing ground truth {path}; render the dataset with dataset_tools to get it")
     try:
-        with Image.open(path) as im:
-            return np.asarray(im).astype(np.uint16)
-    except OSError as e:
-        raise MaskSourceError(f"cannot read {path}: {e}") from None
+        return read(data_dir, split, stem)
+    except DataError as e:
+        raise MaskSourceError(str(e)) from None
