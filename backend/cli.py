@@ -13,51 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+from backend.progress_bars import ProgressBars
+
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Progress display
-# ----------------------------------------------------------------------------------------------------------------
-class ProgressBars:
-    """One tqdm bar per stage on stderr, fed with ``ProgressEvent``s (losses shown as a postfix)."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.stage = None
-        self.bar = None
-
-    def __call__(self, event) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if event.stage != self.stage:
-            self.close()
-            self.stage = event.stage
-            self.bar = tqdm(total=event.total or None, desc=event.stage, unit="step", file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
-        if self.bar.total != (event.total or None):
-            self.bar.total = event.total or None
-        self.bar.n = event.step
-        if event.losses:
-            self.bar.set_postfix({k: f"{v:.4f}" for k, v in event.losses.items()}, refresh=False)
-        elif event.message:
-            self.bar.set_postfix_str(event.message, refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-        self.stage = None
-
-    def __enter__(self) -> "ProgressBars":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ import signal
 import sys
 from pathlib import Path
 
+from backend.progress_bars import ProgressBars
 from backend.service.server import ConfigError, JobServer, JobServerConfig, load_run_job
-from backend.wire import presets
 from backend.wire.protocol import JobOptions, Limits
 
 #: The job function ``backend serve`` runs unless ``--run-job`` names another.
@@ -138,7 +138,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
             job = client.submit(scene, options)
             print(f"job {job} accepted by {args.server} (queue position {client.accepted[job]})", file=sys.stderr)
             try:
-                result = client.wait(job, on_progress=_ProgressBars())
+                with ProgressBars() as bars:
+                    result = client.wait(job, on_progress=bars)
             except KeyboardInterrupt:
                 state = client.cancel(job)
                 print(f"\ninterrupted: job {job} {state}", file=sys.stderr)
@@ -152,44 +153,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for path in write_outputs(result, args.out):
         print(path)
     return 0
-
-
-class _ProgressBars:
-    """One tqdm bar per pipeline stage, fed with :class:`backend.wire.protocol.Progress` messages."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.stage: str | None = None
-
-    def __call__(self, p) -> None:  # noqa: ANN001 - backend.wire.protocol.Progress
-        from tqdm import tqdm
-
-        if p.stage != self.stage or self.bar is None:
-            self.close()
-            self.stage = p.stage
-            self.bar = tqdm(total=p.total or None, desc=p.stage, unit="step", file=sys.stderr, leave=True)
-        bar = self.bar
-        bar.total = p.total or bar.total
-        bar.n = p.step
-        post = {k: f"{v:.4g}" for k, v in p.losses.items()}
-        if p.queue_position is not None:
-            post["ahead"] = p.queue_position
-        if p.eta is not None:
-            post["eta"] = f"{p.eta:.0f}s"
-        if p.message and not p.losses:
-            post["msg"] = p.message[:40]
-        bar.set_postfix(post, refresh=False)
-        bar.refresh()
-        if p.total and p.step >= p.total:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def __del__(self) -> None:
-        self.close()
 
 
 # -- keys --------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Benchmark: one single-linkage tree + 50 cuts vs 50 separate scipy connected-component runs.
 
-Setup (PAPER.md "Inference / 3D"): 200,000 random points in the unit cube, kNN graph k = 16, edge length
+Setup (Sec. 4.2 of the paper, 3D): 200,000 random points in the unit cube, kNN graph k = 16, edge length
 ``1 - cos`` of features that are piecewise smooth (300 Voronoi "objects" with their own feature, plus a smooth
 sinusoidal field and a little noise), so the segments are non-trivial across the 50 thresholds 0.01-0.50.
 Both sides share the graph (not timed) and apply the same max-segment rule (200 largest, ties by smallest

@@ -1,4 +1,4 @@
-"""Benchmark: trainer iterations per second in ``depth`` and ``nerf`` geometry (PAPER.md "Training").
+"""Benchmark: trainer iterations per second in ``depth`` and ``nerf`` geometry (Sec. 5.4 of the paper).
 
 Setup: a small Blender-HS folder (rendered with ``dataset_tools`` unless ``--data`` is given: the table set,
 20 train views at 128x128, 16 Cycles samples), the ``classical`` masks, and the trainer (one image and
@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-#: The paper's reported training time (PAPER.md "Training": ~70 min on a Titan RTX for 20,000 iterations).
+#: The paper's reported training time (Sec. 5.4 of the paper: ~70 min on a Titan RTX for 20,000 iterations).
 PAPER_MINUTES = 70.0
 
 

@@ -1,6 +1,6 @@
 """Benchmark: one training step's ultrametric work on one image, ours vs the released code's approach.
 
-Workload (PAPER.md "Ultrametric distance"): P = 4,096 sampled pixels of a 200x200 image, k = 10 image-space
+Workload (Sec. 4.1 of the paper): P = 4,096 sampled pixels of a 200x200 image, k = 10 image-space
 neighbours, about 100 masks -> ~6,400 positive and ~6,400 negative pairs (64 + 64 per mask, Algorithm 1), 256-d
 unit features (random, or spatially smooth). Timed: graph + tree + distances for all pairs.
 

@@ -4,8 +4,9 @@ This file only registers. Everything else lives in modules by role: ``preference
 render defaults), ``properties`` (one PropertyGroup on the Scene), ``operators/`` (one operator per
 file), ``panels`` (layout), ``runtime`` (the job session and the timer that brings the client
 thread's news to the UI), ``importer`` (the result as a coloured point cloud). The bpy-free logic
-(``client``, ``jobstate``, ``messages``, ``tree_cut``, ``protocol``) is imported by those and tested
-with plain pytest; importing this package does not import bpy.
+(``client``, ``jobstate``, ``messages``, and the shared contract ``backend.wire``: protocol, result files,
+tree cuts) is imported by those and tested with plain pytest; importing this package does not import bpy.
+``backend.wire`` and ``dataset_tools`` come from the runtime wheel the built zip bundles.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def register() -> None:
 
     for cls in _classes():
         bpy.utils.register_class(cls)
-    properties.attach()
+    properties.attach(on_granularity_change=runtime.recolour_from_properties)
     panels.attach_status_bar()
     runtime.reset()
 

@@ -14,10 +14,11 @@ pyzmq is imported inside the thread (it ships as a wheel with the extension); it
 
 from __future__ import annotations
 
+import ipaddress
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from backend.wire import protocol as P
@@ -230,3 +231,50 @@ def ping(config: ClientConfig, events: queue.Queue | None = None) -> JobThread:
     thread = JobThread(config, None, events)
     thread.start()
     return thread
+
+
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` stays on this machine: ``ipc://``, ``inproc://``, or ``tcp://`` to ``localhost``,
+    127.0.0.0/8 or ``::1`` (what Blender allows with Online Access off)."""
+    scheme, _, rest = address.strip().partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp" or not rest:
+        return False
+    host = rest.rsplit(":", 1)[0] if not rest.startswith("[") else rest[1:rest.find("]")]
+    host = host.split(";")[-1]  # tcp://SOURCE;HOST:PORT connects to HOST
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def network_refusal(address: str, online_access: bool) -> str | None:
+    """Why the add-on must not contact ``address`` (``None``: it may). Blender's rule for extensions:
+    with Online Access off (Preferences > System > Network) only loopback is allowed."""
+    if online_access or is_loopback(address):
+        return None
+    return (f"Online access is off in Blender (Preferences > System > Network > Allow Online Access), so the "
+            f"add-on contacts only a server on this machine (tcp://127.0.0.1:PORT), not {address}")
+
+
+def probe(config: ClientConfig, within_s: float = 1.5) -> str | None:
+    """Ping the server and wait for the answer (at most ``within_s`` seconds of silence): ``None`` when it
+    answered, else why not. Segment Scene calls it before rendering, so a dead server is reported at once."""
+    events: queue.Queue = queue.Queue()
+    thread = JobThread(replace(config, timeout_s=min(config.timeout_s, within_s)), None, events)
+    thread.start()
+    thread.join(within_s + 5.0)
+    return probe_outcome(drain(events)) if not thread.is_alive() else "the server check did not end"
+
+
+def probe_outcome(events: list) -> str | None:
+    """``None`` if ``events`` (of a ping thread) hold a ``Pong``, else the failure's message."""
+    for event in events:
+        if isinstance(event, P.Pong):
+            return None
+        if isinstance(event, (ClientFailed, P.Error)):
+            return event.message
+    return "the server did not answer"

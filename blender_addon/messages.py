@@ -7,7 +7,6 @@ the wire ``Submit``; :func:`parse_result` checks a ``Result`` (or a saved ``resu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import numpy as np
 
 from backend.wire import presets
 from backend.wire import protocol as P
+from backend.wire import result_files
 from backend.wire.tree_cut import TreeError, validate_tree
 
 
@@ -146,17 +146,10 @@ def result_from_message(msg: P.Result) -> SegmentationResult:
 def load_result_file(path: str | Path) -> SegmentationResult:
     """Read a saved result: ``result.npz`` as written by the backend (``meta`` inside as a JSON string,
     or a ``result.json`` beside it). ``path`` may be the file or its folder. Never unpickles."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / "result.npz"
-    if not path.is_file():
-        raise ResultError(f"no result file at {path}")
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta: dict = {}
-    raw = arrays.pop("meta", None)
-    if raw is not None:
-        meta = json.loads(str(raw))
-    elif (path.parent / "result.json").is_file():
-        meta = json.loads((path.parent / "result.json").read_text())
-    return parse_result(arrays, meta if isinstance(meta, dict) else {}, job=str(meta.get("job", "")) if isinstance(meta, dict) else "")
+    try:
+        saved = result_files.read_result_npz(Path(path))
+    except FileNotFoundError:
+        raise ResultError(f"no result file at {path}") from None
+    except (OSError, ValueError) as e:
+        raise ResultError(f"cannot read the result at {path}: {e}") from None
+    return parse_result(saved.arrays, saved.meta, job=str(saved.meta.get("job", "")))

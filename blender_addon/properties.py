@@ -7,6 +7,8 @@ once from its tree when changed (no new request).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import bpy
 from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
@@ -17,10 +19,14 @@ PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) 
 ATTR = "ultrametric_seg"
 
 
-def _recolour(self, context):
-    from . import runtime
+#: Called with the scene when its granularity or coloured-segment count changes. ``register()`` adds
+#: ``runtime.recolour_from_properties``; this module imports nothing of the add-on (no import cycle).
+ON_GRANULARITY_CHANGE: list[Callable[[bpy.types.Scene], object]] = []
 
-    runtime.recolour_from_properties(context.scene)
+
+def _recolour(self, context):
+    for callback in ON_GRANULARITY_CHANGE:
+        callback(context.scene)
 
 
 class USEG_PG_state(bpy.types.PropertyGroup):
@@ -50,11 +56,13 @@ class USEG_PG_state(bpy.types.PropertyGroup):
                                 description="Folder the Blender-HS dataset of this scene is written to")
 
 
-def attach() -> None:
+def attach(on_granularity_change: Callable[[bpy.types.Scene], object]) -> None:
     setattr(bpy.types.Scene, ATTR, PointerProperty(type=USEG_PG_state))
+    ON_GRANULARITY_CHANGE[:] = [on_granularity_change]
 
 
 def detach() -> None:
+    ON_GRANULARITY_CHANGE.clear()
     if hasattr(bpy.types.Scene, ATTR):
         delattr(bpy.types.Scene, ATTR)
 

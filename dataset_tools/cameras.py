@@ -1,13 +1,14 @@
-"""Pure NumPy camera maths: poses, look-at, intrinsics, projection, orbits and rotations.
+"""Pure NumPy camera placement: poses, look-at, intrinsics, orbits and rotations. Projection and
+unprojection are ``backend.core.geometry.project`` / ``unproject_depth``: one camera convention.
 
-Conventions (NeRF-synthetic / Blender, shared with ``backend``):
+Conventions (NeRF-synthetic / Blender, the same as ``backend.core.geometry``):
 
 - ``c2w`` (``T_world_cam``): 4x4 camera-to-world; camera axes are OpenGL's (+X right, +Y up, looks down -Z).
 - ``K``: ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` in pixels; pixel (row i, col j) has its centre at
   ``u = j + 0.5, v = i + 0.5``; image rows grow downwards, so camera +Y is image -v.
 - Depth is planar: the distance along the viewing axis (``-z`` in camera coordinates).
 
-No bpy import here: the add-on, the dataset writer and the backend's metrics all share it.
+No bpy import here: the add-on and the dataset writer share it.
 """
 
 from __future__ import annotations
@@ -109,42 +110,6 @@ def rotate_about_axis(c2w: np.ndarray, centre, degrees: float, axis=WORLD_UP) ->
     t_back = np.eye(4)
     t_back[:3, 3] = -c
     return t_fwd @ r @ t_back @ np.asarray(c2w, dtype=np.float64)
-
-
-def world_to_camera(c2w: np.ndarray) -> np.ndarray:
-    """Inverse of a rigid ``c2w`` [4, 4] (rotation part may carry no scale)."""
-    r = c2w[:3, :3]
-    w2c = np.eye(4)
-    w2c[:3, :3] = r.T
-    w2c[:3, 3] = -r.T @ c2w[:3, 3]
-    return w2c
-
-
-def project(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Project world points [..., 3] into a camera.
-
-    Returns ``uv`` [..., 2] (continuous pixel coordinates: ``u`` along columns, ``v`` along rows, pixel
-    centres at half-integers) and planar depth ``z`` [...] (> 0 in front of the camera).
-    """
-    w2c = world_to_camera(np.asarray(c2w, dtype=np.float64))
-    p = np.asarray(points, dtype=np.float64) @ w2c[:3, :3].T + w2c[:3, 3]
-    z = -p[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = K[0, 0] * p[..., 0] / z + K[0, 2]
-        v = -K[1, 1] * p[..., 1] / z + K[1, 2]
-    return np.stack([u, v], axis=-1), z
-
-
-def unproject(depth: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """World points [H, W, 3] at the pixel centres of a planar ``depth`` map [H, W] (background gives the camera centre)."""
-    h, w = depth.shape
-    v, u = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
-    z = np.asarray(depth, dtype=np.float64)
-    x_c = (u - K[0, 2]) / K[0, 0] * z
-    y_c = -(v - K[1, 2]) / K[1, 1] * z
-    p_cam = np.stack([x_c, y_c, -z], axis=-1)
-    c2w = np.asarray(c2w, dtype=np.float64)
-    return p_cam @ c2w[:3, :3].T + c2w[:3, 3]
 
 
 def normalise_c2w(matrix_world) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Orchestration: render a Blender-HS folder from a .blend file or from the open scene.
 
-Layout written (see ``docs/CONTRACTS.md``): ``transforms_{train,val,test}.json`` (always, with instant-ngp's
+Layout written (see ``docs/architecture.md``): ``transforms_{train,val,test}.json`` (always, with instant-ngp's
 ``aabb``/``aabb_scale``), ``transforms.json`` (nerfstudio's format), ``transforms_val_rotate[_N].json``,
 ``{split}/r_<i>.png``, ``depth/{split}/r_<i>.npy`` (and ``.png`` in millimetres for train/val/test),
 ``gt_seg/{split}/r_<i>_{seg_objects.tif,seg_collections.tif,ids.png}``, ``val_depth/r_<i>_depth.png``,
@@ -20,6 +20,7 @@ import hashlib
 import os
 import re
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -261,6 +262,21 @@ def visibility_files(index: int, angle: float) -> tuple[str, str]:
 
 def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source_sha256: str | None,
                  progress: ProgressFn | None) -> DatasetResult:
+    steps = _render_steps(scene, out_dir, config, source, source_sha256)
+    while True:
+        try:
+            done, total, what = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total, what)
+
+
+def _render_steps(scene, out_dir: Path, config: RenderConfig, source: str,
+                  source_sha256: str | None) -> Generator[tuple[int, int, str], None, DatasetResult]:
+    """The dataset render one file group at a time: yields ``(done, total, what)`` after each view (and
+    each visibility pair) and returns the :class:`DatasetResult`. Closing it early restores the scene; the
+    folder then holds the finished views, and a later render resumes from them."""
     t0 = time.perf_counter()
     config.validate()
     _prepare_out_dir(out_dir)
@@ -315,8 +331,7 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
             if job.split in NERFSTUDIO_SPLITS:
                 _ensure_nerfstudio_depth(out_dir, job)
             done += 1
-            if progress is not None:
-                progress(done, total, f"{job.split}/{job.stem}")
+            yield done, total, f"{job.split}/{job.stem}"
 
         K = intrinsics(config.width, config.height, config.camera_angle_x)
         for i in range(len(plan.get("val", []))):
@@ -331,8 +346,7 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
                     writers.write_png(out_dir / rel_a, vis_a.astype(np.uint8) * 255)
                     writers.write_png(out_dir / rel_b, vis_b.astype(np.uint8) * 255)
                 done += 1
-                if progress is not None:
-                    progress(done, total, f"val_visible/r_{i}{rotation_suffix(angle)}")
+                yield done, total, f"val_visible/r_{i}{rotation_suffix(angle)}"
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -385,10 +399,26 @@ def render_dataset_from_open_scene(out_dir: str | Path, config: RenderConfig | N
     ``"<unsaved>"``) and ``source_sha256`` (default: the saved file's hash when it has no unsaved changes,
     else None); a resume must match the hash.
     """
+    steps = render_dataset_steps(out_dir, config, scene, source, source_sha256)
+    while True:
+        try:
+            done, total, what = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total, what)
+
+
+def render_dataset_steps(out_dir: str | Path, config: RenderConfig | None = None, scene=None,
+                         source: str | None = None,
+                         source_sha256: str | None = None) -> Generator[tuple[int, int, str], None, DatasetResult]:
+    """:func:`render_dataset_from_open_scene` one view at a time (the add-on's modal operator): yields
+    ``(done, total, what)`` and returns the :class:`DatasetResult` (``StopIteration.value``); closing the
+    generator early restores the scene and leaves a folder that a later render resumes."""
     config = config or RenderConfig()
     scene = scene or bpy.context.scene
     path = bpy.data.filepath
     if source_sha256 is None:
         source_sha256 = sha256_file(path) if path and not bpy.data.is_dirty and os.path.isfile(path) else None
-    return _render_into(scene, Path(out_dir).expanduser().resolve(), config, source or path or "<unsaved>",
-                        source_sha256, progress)
+    return (yield from _render_steps(scene, Path(out_dir).expanduser().resolve(), config,
+                                     source or path or "<unsaved>", source_sha256))

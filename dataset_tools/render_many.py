@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .errors import DatasetError
@@ -393,6 +393,19 @@ def run_local(tasks: list[tuple[str, str]], out_root: Path, options: list[str], 
     pool.shutdown()
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a HOST:PORT (or ray://HOST:PORT) nobody listens on (Ray itself retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        return  # let Ray interpret it
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise DatasetError(f"cannot reach Ray at {address}: {exc.strerror or exc}") from None
+
+
 def _import_ray():
     try:
         import ray
@@ -409,6 +422,7 @@ def run_ray(tasks: list[tuple[str, str]], out_root: Path, options: list[str], ad
     import logging
 
     init = dict(logging_level=logging.WARNING, log_to_driver=False)
+    _check_reachable(address)
     try:
         if address == "local":
             ray.init(address="local", num_cpus=workers, include_dashboard=False,
@@ -417,7 +431,10 @@ def run_ray(tasks: list[tuple[str, str]], out_root: Path, options: list[str], ad
             ray.init(address=address, **init)
     except Exception as exc:  # noqa: BLE001 - Ray raises many types (ConnectionError, RuntimeError, ...)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise DatasetError(f"cannot start or reach Ray at {address!r}: {first}") from None
+        hint = "" if address == "local" else (" (a cluster with token authentication, the default from Ray 2.59 "
+                                               "on: set RAY_AUTH_MODE=token and the cluster's token in "
+                                               "RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+        raise DatasetError(f"cannot start or reach Ray at {address!r}: {first}{hint}") from None
     probe = out_root / f".render-many-probe-{uuid.uuid4().hex}"
     refs: dict = {}
     try:
@@ -554,7 +571,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"{_ERROR}{len(failed)} of {len(results)} files failed (first: {Path(first['blend']).name}: "
               f"{first['error']}); see {out_root / 'summary.json'}", file=sys.stderr)
         return EXIT_ERROR
-    print(f"render-many: {len(results)} files in {summary['seconds']:.1f} s "
+    print(f"render-many: {len(results)} file{'s' * (len(results) != 1)} in {summary['seconds']:.1f} s "
           f"({summary['counts']['done']} rendered, {summary['counts']['skipped']} already complete)",
           file=sys.stderr)
     return 0

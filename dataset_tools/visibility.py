@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .cameras import project, unproject
+from backend.core.geometry import project, unproject_depth
 
 
 def reproject(depth_a: np.ndarray, c2w_a: np.ndarray, K_a: np.ndarray, c2w_b: np.ndarray, K_b: np.ndarray,
@@ -22,8 +22,8 @@ def reproject(depth_a: np.ndarray, c2w_a: np.ndarray, K_a: np.ndarray, c2w_b: np
     Returns ``rows`` [H, W] int, ``cols`` [H, W] int (pixel of B hit, clipped into range), ``z`` [H, W]
     (planar depth of A's point in B) and ``inside`` [H, W] bool (A foreground, in front of B, inside B).
     """
-    pts = unproject(depth_a, c2w_a, K_a)
-    uv, z = project(pts, c2w_b, K_b)
+    pts = unproject_depth(depth_a, K_a, c2w_a)
+    uv, z = project(pts, K_b, c2w_b)
     h_b, w_b = shape_b
     with np.errstate(invalid="ignore"):
         cols = np.floor(uv[..., 0])
@@ -42,8 +42,8 @@ def covisible(depth_a: np.ndarray, c2w_a: np.ndarray, K_a: np.ndarray, depth_b: 
     interpolated at the projected position (bilinear in inverse depth: exact on planes, even at grazing
     angles) or the depth of a B pixel within ``search`` pixels (1 = 3x3, 0 = nearest only).
     """
-    pts = unproject(depth_a, c2w_a, K_a)
-    uv, z = project(pts, c2w_b, K_b)
+    pts = unproject_depth(depth_a, K_a, c2w_a)
+    uv, z = project(pts, K_b, c2w_b)
     h_b, w_b = depth_b.shape
     with np.errstate(invalid="ignore"):
         inside = (depth_a > 0) & (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < w_b) & (uv[..., 1] >= 0) & \

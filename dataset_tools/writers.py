@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from backend.wire.files import write_atomic
 
 from .errors import DatasetError
 
@@ -27,20 +28,9 @@ _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, data)
     except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
         raise DatasetError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

@@ -17,12 +17,12 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """
     hints = typing.get_type_hints(cls)
     kwargs = {}
-    names = {f.name for f in dataclasses.fields(cls)}
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key, value in data.items():
         if key not in names:
             continue
         tp = hints[key]
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp) and isinstance(value, dict):
             value = dataclass_from_dict(tp, value)
         elif isinstance(value, list):
             value = tuple(value)

@@ -1,6 +1,6 @@
 """Pinhole camera maths on arrays: unproject a depth map, project points, warp pixels between views.
 
-Conventions (docs/CONTRACTS.md, shared with ``dataset_tools/cameras.py``):
+Conventions (docs/architecture.md, shared with ``dataset_tools/cameras.py``):
 
 - ``c2w`` (``T_world_cam``) is a 4x4 camera-to-world matrix with OpenGL/Blender camera axes: +X right, +Y up,
   the camera looks down -Z.
@@ -58,6 +58,25 @@ def unproject_depth(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> np.nda
     """
     h, w = depth.shape
     return unproject(pixel_centers(h, w), depth, K, c2w)
+
+
+def camera_rays(uv: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """World rays through pixel positions ``uv``: origins, unit directions, and the factor that turns a distance
+    along the ray into planar depth (``planar = distance * planar_scale``).
+
+    The direction is that of the point :func:`unproject` gives at planar depth 1.
+
+    Shape: ``uv`` [P, 2] -> ``origins`` [P, 3], ``dirs`` [P, 3], ``planar_scale`` [P], all float32.
+
+    >>> o, d, s = camera_rays(np.array([[1.0, 1.0]]), np.array([[1.0, 0, 1], [0, 1.0, 1], [0, 0, 1]]), np.eye(4))
+    >>> d.tolist(), s.tolist()
+    ([[0.0, 0.0, -1.0]], [1.0])
+    """
+    c2w = np.asarray(c2w, dtype=np.float64)
+    offsets = unproject(uv, np.ones(len(uv)), K, c2w) - c2w[:3, 3]
+    norm = np.linalg.norm(offsets, axis=1)  # = |camera-space (x, y, -1)|: rotations keep lengths
+    origins = np.broadcast_to(c2w[:3, 3], offsets.shape)
+    return origins.astype(np.float32), (offsets / norm[:, None]).astype(np.float32), (1.0 / norm).astype(np.float32)
 
 
 def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

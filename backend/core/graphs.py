@@ -5,9 +5,9 @@ Every function returns an undirected edge list ``(src, dst)`` of int64 arrays wi
 no duplicates, no self-loops) unless it says otherwise. Edge lengths are separate arrays, so one graph
 serves any features.
 
-- Sec. 3.2 of the paper (training): the kNN graph (k = 10) of the pixels sampled from one image, in
+- Sec. 4.1 of the paper (training): the kNN graph (k = 10) of the pixels sampled from one image, in
   image space, with feature-distance edge lengths.
-- Sec. 3.3 (inference): the 4-neighbour pixel grid (2D) and the kNN graph (k = 16) of the fused point
+- Sec. 4.2 (inference): the 4-neighbour pixel grid (2D) and the kNN graph (k = 16) of the fused point
   cloud (3D).
 """
 
@@ -143,7 +143,7 @@ def connect_components(points: np.ndarray, src: np.ndarray, dst: np.ndarray, min
 
 
 def knn_pixel_graph(uv: np.ndarray, k: int = 10, connect: bool = True, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The training graph of Sec. 3.2: the sampled pixels of one image, each linked to its ``k`` (10) nearest in
+    """The training graph of Sec. 4.1: the sampled pixels of one image, each linked to its ``k`` (10) nearest in
     image space (:func:`knn_graph`); with ``connect`` its components are joined (:func:`connect_components`) so
     every pair has a finite ultrametric distance.
 
@@ -158,7 +158,7 @@ def knn_pixel_graph(uv: np.ndarray, k: int = 10, connect: bool = True, workers: 
 
 
 def feature_distances(features: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Edge lengths ``1 - cos(f_src, f_dst)`` (the paper's feature distance, Sec. 3.2), clipped to [0, 2].
+    """Edge lengths ``1 - cos(f_src, f_dst)`` (the paper's feature distance, Sec. 4.1), clipped to [0, 2].
 
     Shape: ``features`` [N, D], ``src``/``dst`` [E] -> float64 [E].
 

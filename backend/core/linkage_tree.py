@@ -1,10 +1,10 @@
 """The single-linkage tree of a weighted graph: ONE tree type and ONE builder for training and inference,
 with minimax (ultrametric) queries and cuts at any threshold. NumPy / SciPy / Higra only.
 
-- Training (Sec. 3.2, Eq. 1-2 of the paper): the ultrametric distance ``d(p, q)`` = min over paths of the
+- Training (Sec. 4.1, Eq. 1-2 of the paper): the ultrametric distance ``d(p, q)`` = min over paths of the
   max edge = the altitude of the lowest common ancestor (LCA) of ``p`` and ``q``; the LCA's building edge
   is the bottleneck edge of every minimax path (:func:`bottleneck_edges`).
-- Inference (Sec. 3.3): the connected components of the feature graph's edges shorter than ``t`` are the
+- Inference (Sec. 4.2): the connected components of the feature graph's edges shorter than ``t`` are the
   segments at granularity ``t``; the components of all thresholds form this one dendrogram, so the tree
   (the canonical binary partition tree of a minimum spanning forest, Kruskal order) is built ONCE and every
   threshold is a cheap, vectorised cut of it. Labels at increasing thresholds are nested.
@@ -245,7 +245,7 @@ def cut(tree: SingleLinkageTree, threshold: float, max_segments: int = 200) -> n
     """Segments at one threshold: connected components of the graph's edges with weight ``< threshold``.
 
     Labels ``0..K-1`` by decreasing size (ties: smaller smallest vertex index first); only the ``max_segments``
-    largest kept, the rest -1 (Sec. 3.3: the N = 200 largest).
+    largest kept, the rest -1 (Sec. 4.2: the N = 200 largest).
 
     Shape: int64 [N]. Complexity: O(N) (after the once-per-tree preprocessing).
 

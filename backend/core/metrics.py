@@ -162,7 +162,7 @@ def _pred_and_eligible_masks(pred: np.ndarray, gt_masks: np.ndarray,
                              min_size: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Checked ``pred`` int [T,H,W] and the GT masks of at least ``min_size`` pixels (None when there are none)."""
     pred = _as_pred(pred)
-    masks = _as_masks(gt_masks, pred.shape[1:])
+    masks = _as_masks(gt_masks, (pred.shape[1], pred.shape[2]))
     keep = _eligible(masks, min_size)
     return pred, (masks[keep] if keep.any() else None)
 
@@ -312,7 +312,7 @@ def view_consistency(pred_src: np.ndarray, pred_dst: np.ndarray, gt_masks_src: n
         return float("nan")
     masks = masks[keep]
     P = h * w
-    warp = warp_pixels(depth_src, K_src, c2w_src, K_dst, c2w_dst, pred_dst.shape[1:])
+    warp = warp_pixels(depth_src, K_src, c2w_src, K_dst, c2w_dst, (pred_dst.shape[1], pred_dst.shape[2]))
     V = visible.reshape(-1) & (warp >= 0)
     masks_v = masks.reshape(len(masks), P) & V[None]
     has = masks_v.any(axis=1)

@@ -1,4 +1,4 @@
-"""The fused feature point cloud of Sec. 3.3 and its settings (the fusion itself, with Open3D, is
+"""The fused feature point cloud of Sec. 4.2 and its settings (the fusion itself, with Open3D, is
 :func:`backend.method.fusion.fuse_points`)."""
 
 from __future__ import annotations

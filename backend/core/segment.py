@@ -1,4 +1,4 @@
-"""Segmentation at inference (Sec. 3.3 of the paper): 2D from a rendered feature map, 3D from a fused feature
+"""Segmentation at inference (Sec. 4.2 of the paper): 2D from a rendered feature map, 3D from a fused feature
 point cloud; one single-linkage tree each, cuts at any threshold; labels carried to novel views.
 
 3D: kNN graph (k = 16) with feature-distance (1 - cosine) edges; the
@@ -58,8 +58,9 @@ class Segmentation3D:
         return linkage_tree.cut_many(self.tree, np.asarray(thresholds, np.float64), max_segments=max_segments)
 
 
-def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig = SegmentConfig()) -> Segmentation3D:
+def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None) -> Segmentation3D:
     """Build the kNN graph (sizeable components bridged) and its single-linkage tree once."""
+    cfg = cfg or SegmentConfig()
     if cloud.features is None:
         raise ValueError("the point cloud has no features to segment")
     src, dst = knn_graph(cloud.points, k=cfg.knn)
@@ -75,7 +76,7 @@ def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.nd
                           max_distance: float = 5e-3) -> np.ndarray:
     """Labels int [T,N] of ``points`` [N,3] -> int [T,Q] for ``queries`` [Q,3]: the mode of the k nearest
     labelled points (nearest first wins ties), one kNN query for all T thresholds; -1 when the nearest
-    point is farther than ``max_distance`` or none of the k is labelled (Sec. 3.3, 3D)."""
+    point is farther than ``max_distance`` or none of the k is labelled (Sec. 4.2, 3D)."""
     from scipy.spatial import cKDTree
 
     t = labels.shape[0]
@@ -92,11 +93,12 @@ def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.nd
 
 
 def view_labels(seg: Segmentation3D, labels: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray,
-                cfg: SegmentConfig = SegmentConfig()) -> np.ndarray:
+                cfg: SegmentConfig | None = None) -> np.ndarray:
     """Label a (novel) view: unproject its depth, vote among the k nearest labelled points.
 
     ``labels`` int [T,N] of the cloud; ``depth`` [H,W] planar (0 = background). Returns int [T,H,W].
     """
+    cfg = cfg or SegmentConfig()
     h, w = depth.shape
     out = np.full((labels.shape[0], h, w), -1, np.int64)
     fg = depth > 0
@@ -135,13 +137,16 @@ class SegmentInputError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 2D segmentation and label propagation (Sec. 3.3)
+# 2D segmentation and label propagation (Sec. 4.2)
 
 
-def segment_feature_map(features: np.ndarray, thresholds: np.ndarray, max_segments: int = 200,
-                        valid: np.ndarray | None = None) -> np.ndarray:
-    """2D inference (Sec. 3.3, 2D): 4-neighbour pixel graph with ``1 - cos`` edge lengths, one
+def segment_feature_map(features: np.ndarray, thresholds: np.ndarray | None, max_segments: int = 200,
+                        valid: np.ndarray | None = None, quantiles: int = 50) -> np.ndarray:
+    """2D inference (Sec. 4.2, 2D): 4-neighbour pixel graph with ``1 - cos`` edge lengths, one
     single-linkage tree, a cut per threshold. Pixels outside ``valid`` are not in the graph and get -1.
+
+    ``thresholds`` None cuts at ``quantiles`` quantiles of the tree's own merge altitudes (the whole-tree
+    sweep, :func:`altitude_quantiles`).
 
     Shape: ``features`` [H, W, D], ``valid`` bool [H, W] -> int64 [T, H, W].
     """
@@ -149,22 +154,41 @@ def segment_feature_map(features: np.ndarray, thresholds: np.ndarray, max_segmen
     if f.ndim != 3:
         raise SegmentInputError(f"features must be [H, W, D], got shape {f.shape}")
     h, w, d = f.shape
-    th = np.atleast_1d(np.asarray(thresholds, np.float64))
-    out = np.full((th.size, h * w), -1, np.int64)
     valid_flat = np.ones(h * w, bool) if valid is None else np.asarray(valid, bool).reshape(-1)
     if valid_flat.size != h * w:
-        raise SegmentInputError(f"valid must be [H, W] = [{h}, {w}], got {np.shape(valid)}")
+        raise SegmentInputError(f"valid must be [H, W] = [{h}, {w}], got {valid_flat.size} values")
     nv = int(valid_flat.sum())
+    count = quantiles if thresholds is None else np.atleast_1d(thresholds).size
+    out = np.full((count, h * w), -1, np.int64)
     if nv == 0:
-        return out.reshape(th.size, h, w)
+        return out.reshape(count, h, w)
     src, dst = grid_graph_4(h, w)
     keep = valid_flat[src] & valid_flat[dst]
     new_id = np.cumsum(valid_flat) - 1
     feats = f.reshape(h * w, d)[valid_flat]
     s, t = new_id[src[keep]], new_id[dst[keep]]
     tree = linkage_tree.single_linkage_tree(nv, s, t, feature_distances(feats, s, t))
+    th = altitude_quantiles(tree, quantiles) if thresholds is None else np.atleast_1d(np.asarray(thresholds, float))
     out[:, valid_flat] = linkage_tree.cut_many(tree, th, max_segments=max_segments)
-    return out.reshape(th.size, h, w)
+    return out.reshape(count, h, w)
+
+
+def altitude_quantiles(tree: linkage_tree.SingleLinkageTree, n: int = 50) -> np.ndarray:
+    """``n`` cut thresholds spread over a tree's finite merge altitudes (from just above the lowest merge to just
+    above the highest), so every granularity the tree holds is visited whatever its distance scale.
+
+    Shape: -> float64 [n], non-decreasing.
+
+    >>> t = linkage_tree.single_linkage_tree(3, np.array([0, 1]), np.array([1, 2]), np.array([0.5, 0.2]))
+    >>> altitude_quantiles(t, 3).round(3).tolist()
+    [0.2, 0.35, 0.5]
+    """
+    alt = tree.altitudes[tree.num_leaves:]
+    alt = alt[np.isfinite(alt)]
+    if alt.size == 0:
+        return np.zeros(n)
+    q = np.quantile(alt, np.linspace(0.0, 1.0, n))
+    return np.nextafter(q, np.inf)  # cuts keep merges strictly below the threshold: include the quantile's merge
 
 
 def mode_vote(votes: np.ndarray) -> np.ndarray:
@@ -185,7 +209,7 @@ def mode_vote(votes: np.ndarray) -> np.ndarray:
 
 def propagate_labels(points: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int = 5,
                      max_distance: float = 5e-3) -> np.ndarray:
-    """Label new points by the mode of the ``k`` nearest labelled points (Sec. 3.3, 3D).
+    """Label new points by the mode of the ``k`` nearest labelled points (Sec. 4.2, 3D).
 
     Only points with ``labels >= 0`` vote. A query is unassigned (-1) when its nearest labelled point is farther
     than ``max_distance``. Ties in the vote go to the label of the nearest among the tied neighbours.

@@ -33,7 +33,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training settings; defaults are the paper's (Sec. 4 and appendix A.1)."""
+    """Training settings; defaults are the paper's (Sec. 5.4 and appendix A)."""
 
     iterations: int = 20_000
     """Optimisation steps."""
@@ -107,6 +107,12 @@ class TrainConfig:
     """Contrastive loss settings (temperature, alpha, kNN graph, which terms)."""
     field: UltrametricFieldConfig = field(default_factory=UltrametricFieldConfig)
     """Field architecture."""
+
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of each :class:`backend.method.losses.LossTerms` field."""
+        return {"ultrametric": self.feature_weight, "euclidean": self.feature_weight, "norm": self.norm_weight,
+                "rgb": self.rgb_weight, "depth": self.depth_weight,
+                "depth_continuity": self.depth_continuity_weight}
 
     def __post_init__(self) -> None:
         if self.geometry not in GEOMETRY_MODES:

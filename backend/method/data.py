@@ -1,6 +1,6 @@
 """Read a Blender-HS (or any NeRF-synthetic) folder into a :class:`~backend.core.scene.Scene`.
 
-The folder layout is the one ``dataset_tools`` writes (see ``docs/CONTRACTS.md``):
+The folder layout is the one ``dataset_tools`` writes (see ``docs/architecture.md``):
 ``transforms_<split>.json`` with NeRF-synthetic frames, RGBA images, optional
 ``depth/<split>/r_<i>.npy`` planar depth, and for evaluation ``gt_seg/<split>/<stem>_ids.png`` with
 ``hierarchy.json``. Every split of one folder is normalised the same way (from ``meta.json``'s scene
@@ -153,20 +153,26 @@ def intrinsics_from_transforms(tf: dict, w: int, h: int) -> np.ndarray:
     return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], np.float32)
 
 
-def load_ground_truth(folder: str | Path, split: str, names: list[str]) -> GroundTruth:
-    """Read ``gt_seg/<split>/<stem>_ids.png`` for each view name and the level maps of ``hierarchy.json``."""
+def read_leaf_ids(folder: str | Path, split: str, stem: str) -> np.ndarray:
+    """uint16 ``[H, W]`` leaf ids into ``hierarchy.json`` of one view (``gt_seg/<split>/<stem>_ids.png``;
+    0 = background)."""
     from PIL import Image
 
+    path = Path(folder) / "gt_seg" / split / f"{stem}_ids.png"
+    if not path.is_file():
+        raise DataError(f"missing ground truth {path}; render the dataset with dataset_tools to get it")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im).astype(np.uint16)
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+
+
+def load_ground_truth(folder: str | Path, split: str, names: list[str]) -> GroundTruth:
+    """Read ``gt_seg/<split>/<stem>_ids.png`` for each view name and the level maps of ``hierarchy.json``."""
     folder = Path(folder)
     hier = _read_json(folder / "hierarchy.json")
-    ids = []
-    for name in names:
-        stem = Path(name).stem
-        p = folder / "gt_seg" / split / f"{stem}_ids.png"
-        if not p.is_file():
-            raise DataError(f"missing ground truth {p}; render the dataset with dataset_tools to get it")
-        with Image.open(p) as im:
-            ids.append(np.asarray(im).astype(np.uint16))
+    ids = [read_leaf_ids(folder, split, Path(name).stem) for name in names]
     levels = {lvl: {int(k): int(v) for k, v in m.items()} for lvl, m in hier.get("levels", {}).items()}
     for lvl in ("object", "collection", "scene"):
         if lvl not in levels:

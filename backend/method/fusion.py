@@ -1,6 +1,6 @@
 """Fuse per-view surface points into one clean point cloud (Open3D voxel grid + radius outliers).
 
-Sec. 3.3 of the paper (3D inference): unproject the training views' depth and features, voxel-downsample
+Sec. 4.2 of the paper (3D inference): unproject the training views' depth and features, voxel-downsample
 (2e-3) and drop points with no neighbour within 4e-3, all in normalised scene units.
 """
 
@@ -12,7 +12,7 @@ from backend.core.pointcloud import PointCloud, PointCloudConfig
 
 
 def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | None,
-                cfg: PointCloudConfig = PointCloudConfig()) -> PointCloud:
+                cfg: PointCloudConfig | None = None) -> PointCloud:
     """Voxel-downsample then remove radius outliers, carrying colours and features.
 
     Shapes: ``points`` [N,3], ``colors`` uint8 [N,3], ``features`` [N,D] (or None). Features are
@@ -20,6 +20,7 @@ def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | N
     """
     import open3d as o3d
 
+    cfg = cfg or PointCloudConfig()
     if points.shape[0] == 0:
         raise ValueError("no surface points to fuse: every depth map is empty (is the scene in view?)")
     pcd = o3d.t.geometry.PointCloud()

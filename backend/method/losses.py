@@ -15,7 +15,7 @@ is the ``(1 + r)``-way cross-entropy with the positive as the target class.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -159,6 +159,33 @@ def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
         d = pair_distances(features, pairs, cfg.metric)
         out["euclidean"] = cfg.alpha * hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting)
     return out
+
+
+@dataclass
+class LossTerms:
+    """The loss terms of one training step (unweighted; None = not computed this step). The trainer weights
+    them with :class:`backend.method.config.TrainConfig` fields (:meth:`weighted_total`)."""
+
+    ultrametric: Tensor | None = None
+    """Eq. 3 on ultrametric distances (Eq. 1-2)."""
+    euclidean: Tensor | None = None
+    """Eq. 3 on direct distances, already times ``alpha`` (Eq. 4)."""
+    norm: Tensor | None = None
+    """``(||f|| - 1)^2`` on raw features (released code)."""
+    rgb: Tensor | None = None
+    """Colour MSE (``nerf`` geometry)."""
+    depth: Tensor | None = None
+    """L1 depth supervision (``nerf`` geometry with given depth)."""
+    depth_continuity: Tensor | None = None
+    """Eq. 5 (``nerf`` geometry)."""
+
+    def items(self) -> list[tuple[str, Tensor]]:
+        """``(name, value)`` of the computed terms."""
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+
+    def weighted_total(self, weights: dict[str, float]) -> Tensor | float:
+        """``sum(weights[name] * term)`` over the computed terms (0.0 when none was computed)."""
+        return sum((weights[name] * value.float() for name, value in self.items()), 0.0)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Training of the ultrametric feature field (PAPER.md "Training"), with checkpoints, resume and progress.
+"""Training of the ultrametric feature field (Sec. 4.1 and 5.4 of the paper), with checkpoints, resume and progress.
 
 One step (released-code recipe): pick ONE training image, sample ``rays_per_step`` of its pixels, build the mask
 tree of its masks restricted to those pixels (:func:`backend.core.mask_tree.mask_tree`), draw hierarchical pairs
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,11 +38,12 @@ from backend.method.config import GEOMETRY_MODES, TrainConfig, config_from_dict
 from backend.method.field.model import UltrametricField
 from backend.method.field.occupancy import OccupancyGrid
 from backend.method.field.renderer import render_rays, render_rays_chunked
-from backend.core.geometry import unproject
-from backend.method.losses import depth_continuity_loss, feature_losses, norm_loss
+from backend.core.geometry import camera_rays, unproject
+from backend.method.losses import LossTerms, depth_continuity_loss, feature_losses, norm_loss
 from backend.core.mask_tree import leaf_label_map, mask_tree
 from backend.core.sampling import sample_depth_stencils, sample_hierarchical_pairs
 from backend.core.scene import Scene
+from backend.wire.files import atomic_path, write_json_atomic
 
 #: File names inside a run folder.
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -146,33 +146,6 @@ def resolve_geometry(mode: str, scene: Scene) -> str:
     if mode == "auto":
         return "depth" if has_depth else "nerf"
     return mode
-
-
-def camera_rays(c2w: np.ndarray, K: np.ndarray, uv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """World rays through pixel positions ``uv`` (OpenGL camera, CONTRACTS.md conventions).
-
-    Shape: ``uv`` [P, 2] -> ``origins`` [P, 3], unit ``dirs`` [P, 3], ``planar_scale`` [P] (ray distance times
-    it is planar depth), all float32.
-    """
-    K = np.asarray(K, np.float64)
-    c2w = np.asarray(c2w, np.float64)
-    d_cam = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], -(uv[:, 1] - K[1, 2]) / K[1, 1], -np.ones(len(uv))], 1)
-    norm = np.linalg.norm(d_cam, axis=1)
-    dirs = (d_cam / norm[:, None]) @ c2w[:3, :3].T
-    origins = np.broadcast_to(c2w[:3, 3], dirs.shape)
-    return origins.astype(np.float32), dirs.astype(np.float32), (1.0 / norm).astype(np.float32)
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -286,9 +259,10 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         meta = {"version": 1, "config": asdict(self.cfg), "geometry": self.geometry,
                 "fingerprint": self.fingerprint}
-        _atomic_write_text(json.dumps(meta, indent=2), self.run_dir / CONFIG_NAME)
+        write_json_atomic(self.run_dir / CONFIG_NAME, meta, indent=2)
         path = self.run_dir / CHECKPOINT_NAME
-        _atomic_torch_save(self.state_dict(), path)
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -375,18 +349,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             if self.geometry == "depth":
-                terms = self._depth_mode_terms(view, rows, cols, uv)
+                terms, features = self._depth_mode_terms(view, rows, cols, uv)
             else:
-                terms = self._nerf_mode_terms(view, rows, cols, uv, stencils)
+                terms, features = self._nerf_mode_terms(view, rows, cols, uv, stencils)
             if len(pairs):
-                fl = feature_losses(terms.pop("_features").float(), uv, pairs, cfg.loss, sampled_masks)
-                for k, v in fl.items():
-                    terms[k] = v
-            else:
-                terms.pop("_features")
-        weights = {"ultrametric": cfg.feature_weight, "euclidean": cfg.feature_weight, "norm": cfg.norm_weight,
-                   "rgb": cfg.rgb_weight, "depth": cfg.depth_weight, "depth_continuity": cfg.depth_continuity_weight}
-        total = sum(weights.get(k, 1.0) * v.float() for k, v in terms.items())
+                fl = feature_losses(features.float(), uv, pairs, cfg.loss, sampled_masks)
+                terms.ultrametric, terms.euclidean = fl.get("ultrametric"), fl.get("euclidean")
+        total = terms.weighted_total(cfg.loss_weights())
         if torch.is_tensor(total) and total.requires_grad:
             self.scaler.scale(total).backward()
             self.scaler.step(self.optimizer)
@@ -396,31 +365,33 @@ class Trainer:
         out["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
         return out
 
-    def _depth_mode_terms(self, view: int, rows: np.ndarray, cols: np.ndarray, uv: np.ndarray) -> dict[str, Tensor]:
+    def _depth_mode_terms(self, view: int, rows: np.ndarray, cols: np.ndarray,
+                          uv: np.ndarray) -> tuple[LossTerms, Tensor]:
+        """Loss terms and unit features [P, D] of the sampled pixels, from the given depth."""
         d = self.scene.depth[view, rows, cols].astype(np.float64)
         fg = d > 0
         feats = self.field.unit_background()[None, :].expand(len(uv), -1)
-        terms: dict[str, Tensor] = {}
+        terms = LossTerms()
         if fg.any():
             pts = unproject(uv[fg], d[fg], self.scene.K[view], self.scene.c2w[view])
             raw = self.field.raw_features(torch.as_tensor(pts, dtype=torch.float32, device=self.device))
             idx = torch.as_tensor(np.flatnonzero(fg), device=self.device)
             feats = feats.index_put((idx,), F.normalize(raw.float(), dim=-1))
-            terms["norm"] = norm_loss(raw.float())
-        terms["_features"] = feats
-        return terms
+            terms.norm = norm_loss(raw.float())
+        return terms, feats
 
     def _nerf_mode_terms(self, view: int, rows: np.ndarray, cols: np.ndarray, uv: np.ndarray,
-                         stencils: np.ndarray | None) -> dict[str, Tensor]:
+                         stencils: np.ndarray | None) -> tuple[LossTerms, Tensor]:
+        """Loss terms and unit features [P, D] of the sampled pixels, by volume rendering."""
         cfg = self.cfg
-        h, w = self.scene.height, self.scene.width
+        w = self.scene.width
         n_main = len(uv)
         if stencils is not None:
             st_flat = stencils.reshape(-1)
             uv_all = np.concatenate([uv, np.stack([st_flat % w + 0.5, st_flat // w + 0.5], 1)], 0)
         else:
             uv_all = uv
-        o, d, ps = camera_rays(self.scene.c2w[view], self.scene.K[view], uv_all)
+        o, d, ps = camera_rays(uv_all, self.scene.K[view], self.scene.c2w[view])
         dev = self.device
         out = render_rays(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(d).to(dev),
                           num_samples=cfg.num_samples, occupancy=self.occupancy, perturb=True,
@@ -430,20 +401,19 @@ class Trainer:
         if self.scene.alpha is not None:
             a = torch.from_numpy(self.scene.alpha[view, rows, cols].astype(np.float32) / 255.0).to(dev)[:, None]
             target = target * a + self._bg_rgb * (1.0 - a)
-        terms: dict[str, Tensor] = {"rgb": F.mse_loss(out.rgb[:n_main].float(), target)}
+        terms = LossTerms(rgb=F.mse_loss(out.rgb[:n_main].float(), target))
         if self.scene.depth is not None and cfg.depth_weight > 0:
             gt = torch.from_numpy(self.scene.depth[view, rows, cols].astype(np.float32)).to(dev)
             fg = gt > 0
             if bool(fg.any()):
-                terms["depth"] = (out.depth[:n_main][fg] - gt[fg]).abs().mean()
+                terms.depth = (out.depth[:n_main][fg] - gt[fg]).abs().mean()
         if stencils is not None:
             sd = out.depth[n_main:].reshape(-1, stencils.shape[1]).float()
             dtheta = 1.0 / float(self.scene.K[view][0, 0]) if cfg.depth_continuity_true_angle else 1.0
-            terms["depth_continuity"] = depth_continuity_loss(sd, dtheta, cfg.depth_continuity_threshold)
+            terms.depth_continuity = depth_continuity_loss(sd, dtheta, cfg.depth_continuity_threshold)
         if out.raw_features is not None and len(out.raw_features):
-            terms["norm"] = norm_loss(out.raw_features.float())
-        terms["_features"] = out.features[:n_main]
-        return terms
+            terms.norm = norm_loss(out.raw_features.float())
+        return terms, out.features[:n_main]
 
     # -- inference ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -486,7 +456,7 @@ class Trainer:
             return ViewRender(rgb=None, depth=np.where(fg, d, 0).reshape(h, w).astype(np.float32),
                               opacity=fg.reshape(h, w).astype(np.float32),
                               features=feats.reshape(h, w, dim).astype(np.float32))
-        o, dr, ps = camera_rays(c2w, K, uv)
+        o, dr, ps = camera_rays(uv, K, c2w)
         dev = self.device
         ray_chunk = max(64, self.cfg.render_chunk * 16 // max(self.cfg.num_samples, 1))
         out = render_rays_chunked(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(dr).to(dev),

@@ -18,6 +18,7 @@ import functools
 import itertools
 import operator
 import os
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -106,10 +107,16 @@ class JobClient:
         heartbeat_s: float = 1.0,
         limits: Limits | None = None,
         resync_s: float = 15.0,
+        client_token: str | None = None,
     ):
         """``server_public_key``: Z85 bytes or a ``server.key`` file; ``client_keys``: a
         :class:`backend.service.keys.Keypair` or a ``client.key_secret`` file (both or neither).
-        ``timeout_s``: longest server silence (and request wait) before :class:`ServerUnavailable`."""
+        ``timeout_s``: longest server silence (and request wait) before :class:`ServerUnavailable`, also while
+        following a job (re-subscribing does not reset it). ``client_token``: this client's secret
+        (``[A-Za-z0-9_-]{16,128}``, see :func:`load_client_token`); jobs belong to it when the server has no
+        keys, so another process with the same token may fetch or cancel them; default: a fresh one."""
+        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0 and timeout_s < float("inf")):
+            raise ValueError(f"timeout_s must be a finite number > 0, got {timeout_s!r}")
         if (server_public_key is None) != (client_keys is None):
             raise ValueError("CurveZMQ needs both server_public_key and client_keys (see `backend keys`)")
         self.address = address
@@ -118,6 +125,9 @@ class JobClient:
         #: While following a job, re-subscribe after this long without any news of it.
         self.resync_s = float(resync_s)
         self.limits = limits or Limits(max_total_bytes=2**40)  # trust the server's result sizes
+        self.client_token = client_token or secrets.token_urlsafe(24)
+        P.check_client_token(self.client_token)
+        self._last_heard = time.monotonic()
         self._server_key = None if server_public_key is None else _public_key(server_public_key)
         self._keys = None if client_keys is None else (
             client_keys if isinstance(client_keys, Keypair) else load_keypair(client_keys, need_secret=True))
@@ -200,6 +210,8 @@ class JobClient:
         """Queue ``msg`` on the socket without ever blocking indefinitely: a DEALER with no live
         connection (server down, handshake refused) cannot take a message, so wait for one up to
         ``timeout_s`` (raising :class:`ServerUnavailable`), or with ``wait=False`` drop it (→ 0)."""
+        if hasattr(msg, "client_token") and msg.client_token is None:
+            msg.client_token = self.client_token
         frames = P.encode(msg)
         start = time.monotonic()
         while True:
@@ -250,14 +262,17 @@ class JobClient:
             self._replies.append(msg)
 
     def _pump(self, done: Callable[[], bool], what: str, reply_within: float | None = None,
-              until: float | None = None) -> bool:
+              until: float | None = None, heard_since: float | None = None) -> bool:
         """Receive until ``done()`` (→ True) or the monotonic time ``until`` (→ False), pinging
         after ``heartbeat_s`` of quiet. Raises :class:`ServerUnavailable` after ``timeout_s`` (or
         ``reply_within``) without any message, when the security handshake fails, or (requests,
         i.e. ``reply_within`` given) when the server drops the connection meanwhile, which is how it
         refuses a message over its size limit; :class:`NoReply` when the server is alive but
-        ``done`` is still false ``reply_within`` seconds after the start."""
+        ``done`` is still false ``reply_within`` seconds after the start. ``heard_since``: when the server was
+        last heard (a deadline on silence that spans several calls; default: now)."""
         start = heard = last_ping = time.monotonic()
+        if heard_since is not None:
+            heard = min(heard, heard_since)
         silence = self.timeout_s if reply_within is None else max(self.timeout_s, reply_within)
         poller = zmq.Poller()
         poller.register(self._sock, zmq.POLLIN)
@@ -287,7 +302,7 @@ class JobClient:
             if until is not None:
                 wait = min(wait, until - now)
             if dict(poller.poll(max(1, int(wait * 1000)))).get(self._sock):
-                heard = time.monotonic()
+                heard = self._last_heard = time.monotonic()
                 while True:
                     try:
                         frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -337,11 +352,18 @@ class JobClient:
 
     # -- API ----------------------------------------------------------------------------------
 
-    def ping(self) -> float:
-        """Round-trip time to the server in seconds."""
+    def ping(self, timeout_s: float | None = None) -> float:
+        """Round-trip time to the server in seconds (:class:`ServerUnavailable` after ``timeout_s``, default
+        the client's)."""
         t0 = time.perf_counter()
         token = next(self._tokens)
-        self._request(P.Ping(token=token), (P.Pong,), lambda m: m.token == token)
+        saved = self.timeout_s
+        if timeout_s is not None:
+            self.timeout_s = min(saved, float(timeout_s))
+        try:
+            self._request(P.Ping(token=token), (P.Pong,), lambda m: m.token == token)
+        finally:
+            self.timeout_s = saved
         return time.perf_counter() - t0
 
     def status(self, job: str | None = None) -> P.StatusReply:
@@ -352,6 +374,11 @@ class JobClient:
         """Send a scene (or a ready :class:`backend.wire.protocol.Submit`); returns the job id once the
         server accepted it. Raises :class:`JobError` when refused, ``ProtocolError`` when invalid."""
         msg = scene if isinstance(scene, P.Submit) else submit_from_scene(scene, options, job)
+        if msg.client_token is None:
+            msg.client_token = self.client_token
+        msg.validate()  # before the upload: a bad option fails here, not after sending megabytes
+        self.ping(timeout_s=min(self.timeout_s, 5.0))  # no server: fail in seconds, before the upload
+
         def answered() -> bool:
             return any(isinstance(m, (P.Accepted, P.Error)) for m in self._inbox.get(msg.job, ()))
 
@@ -371,6 +398,7 @@ class JobClient:
         """Yield the job's progress messages until it ends (then :meth:`wait` returns at once).
         ``timeout_s`` bounds the whole job; server silence raises :class:`ServerUnavailable`."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self._last_heard = time.monotonic()
         self._follow(job)
         while job not in self._terminal:
             msg = self._job_message(job, (P.Progress, P.Result, P.Error))
@@ -379,7 +407,8 @@ class JobClient:
                 if deadline is not None and now > deadline:
                     raise TimeoutError(f"job {job} did not finish within {timeout_s} s")
                 until = now + self.resync_s if deadline is None else min(deadline, now + self.resync_s)
-                if not self._pump(lambda: self._has(job, (P.Progress, P.Result, P.Error)), f"job {job}", until=until):
+                if not self._pump(lambda: self._has(job, (P.Progress, P.Result, P.Error)), f"job {job}", until=until,
+                                  heard_since=self._last_heard):
                     # Quiet for long: re-subscribe (answers the current progress, or the result
                     # should it have been lost, e.g. over a reconnect).
                     self._send(P.Fetch(job=job, wait=True))
@@ -445,3 +474,25 @@ def _public_key(key: bytes | str | Path) -> bytes:
     if isinstance(key, bytes) and len(key) == 40:
         return key
     return load_keypair(Path(key), need_secret=False).public
+
+
+def load_client_token(path: str | Path, create: bool = True) -> str:
+    """This user's client token kept in ``path`` (made, readable by the user only, when missing): jobs
+    submitted with it can be fetched or cancelled later by any process that reads it (``backend fetch``)."""
+    path = Path(path)
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        if not create:
+            raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+        return token
+    try:
+        P.check_client_token(token)
+    except P.ProtocolError:
+        raise ValueError(f"{path} does not hold a client token (16-128 of A-Z a-z 0-9 _ -); remove it") from None
+    return token

@@ -7,8 +7,16 @@ talks back only through a thread-safe queue plus a wake-up socketpair polled nex
 (zmq sockets are not thread-safe), so the poll loop never blocks on work.
 
 Every job has a folder ``workdir/<job>/`` with ``state.json`` (rewritten on each state change),
-``result.npz`` + ``result.json`` when done (kept ``result_ttl_s``) and ``error.log`` when it failed.
-A server restarted after dying mid-job marks such jobs ``failed`` (code ``job_failed``).
+``result.npz`` + ``result.json`` when done (kept ``result_ttl_s``, and only the newest ``max_finished_jobs`` /
+``max_results_bytes``) and ``error.log`` when it failed; everything else a job wrote there (checkpoints, caches)
+is removed when it ends. A server restarted after dying mid-job marks such jobs ``failed`` (code ``job_failed``).
+
+The service survives its users: a job whose estimated peak memory (from its declared size, before any work)
+exceeds ``memory_budget_bytes`` is refused (``too_large``); each client's unread replies are bounded
+(``send_hwm`` messages, results shared zero-copy) and a client that does not read has its requests dropped
+for ``slow_client_s``; a full disk fails the job or the submit, never the server; a job belongs to the client
+that submitted it (its CurveZMQ public key, else its ``client_token``, else its routing id), other clients
+are told ``unknown_job`` (``admin_keys`` see everything).
 
 Binding anything but loopback (or ipc://) requires CurveZMQ keys (:mod:`backend.service.keys`).
 """
@@ -16,6 +24,8 @@ Binding anything but loopback (or ipc://) requires CurveZMQ keys (:mod:`backend.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import importlib
 import ipaddress
 import json
@@ -29,7 +39,7 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -38,7 +48,8 @@ import zmq
 
 from backend.wire import protocol as P
 from backend.wire.protocol import ErrorCode, JobOptions, JobResult, Limits, ProgressEvent
-from backend.wire.result_files import has_result, load_result, save_result
+from backend.wire.files import write_json_atomic
+from backend.wire.result_files import RESULT_JSON, RESULT_NPZ, has_result, load_result, save_result
 from backend.core.scene import Scene, SceneError
 from backend.service.scene_transfer import scene_from_submit
 
@@ -51,10 +62,63 @@ RunJob = Callable[[Scene, JobOptions, Callable[[ProgressEvent], None], Callable[
 
 STATE_FILE = "state.json"
 ERROR_LOG = "error.log"
+#: Files of a finished job's folder that are kept (everything else, e.g. checkpoints, is removed at its end).
+KEPT_FILES = frozenset({STATE_FILE, ERROR_LOG, RESULT_NPZ, RESULT_JSON})
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+@dataclass(frozen=True)
+class JobSize:
+    """What a submit declares about its size (known before any work)."""
+
+    views: int
+    height: int
+    width: int
+    masks: int = 0
+    """2D masks sent with the scene (all views)."""
+    depth: bool = False
+
+    @property
+    def pixels(self) -> int:
+        return self.views * self.height * self.width
+
+
+#: ``estimate(size, options) -> {stage: peak bytes}`` of a job (admission control; injected like the job).
+EstimateJob = Callable[[JobSize, JobOptions], dict]
+
+
+def generic_estimate(size: JobSize, options: JobOptions) -> dict:
+    """Peak bytes by stage of a job that holds its scene and a few per-pixel arrays (the default; ``backend
+    serve`` injects :func:`backend.method.job.estimate_peak_bytes` for the real pipeline)."""
+    scene = size.pixels * (4 + 4 + 4 * 4) + size.masks * size.height * size.width
+    return {"input": 2 * scene, "work": 2 * scene + size.pixels * 64 + options.max_points * 64}
+
+
+def physical_memory_bytes() -> int:
+    """This machine's physical memory (16 GiB when it cannot be read)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 16 * 2**30
+
+
+def owner_id(kind: str, value: str) -> str:
+    """Stored form of a job owner (a hash: state files never hold client tokens)."""
+    return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
+
+
+def _disk_message(e: OSError) -> str:
+    if e.errno in _DISK_FULL:
+        return f"the server's disk is full ({e.strerror or e}); free space in its --workdir or lower --max-results-gb"
+    return f"the server cannot write its workdir: {type(e).__name__}: {e}"
 
 
 class ConfigError(ValueError):
     """The server configuration is unsafe or inconsistent."""
+
+
+#: Default admission budget: this fraction of the machine's physical memory.
+DEFAULT_MEMORY_FRACTION = 0.5
 
 
 class State:
@@ -100,6 +164,24 @@ class JobServerConfig:
     """Most jobs listed in a status reply (newest first)."""
     poll_interval_s: float = 0.1
     """Housekeeping period of the loop (orphans, expiry, stop requests)."""
+    memory_budget_bytes: int | None = None
+    """Admission control: a job whose estimated peak memory exceeds this is refused (``too_large``) before any
+    work; None: :data:`DEFAULT_MEMORY_FRACTION` of this machine's physical memory."""
+    max_finished_jobs: int = 200
+    """Most finished jobs kept (with their results); the oldest are removed first."""
+    max_results_bytes: int = 10 * 2**30
+    """Most bytes of finished jobs' folders kept; the oldest are removed first."""
+    admin_keys: tuple[str, ...] = ()
+    """CurveZMQ public keys (Z85 text) whose clients see and may fetch / cancel every job."""
+    send_hwm: int = 64
+    """Most replies queued for one client connection (ZMQ_SNDHWM); more are dropped."""
+    slow_client_s: float = 2.0
+    """A client whose queued replies reached ``send_hwm`` has its requests dropped for this long."""
+
+    def budget(self) -> int:
+        if self.memory_budget_bytes is not None:
+            return int(self.memory_budget_bytes)
+        return int(DEFAULT_MEMORY_FRACTION * physical_memory_bytes())
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for unsafe or impossible settings."""
@@ -108,8 +190,22 @@ class JobServerConfig:
                 f"binding {self.bind} exposes the server beyond this machine and requires CurveZMQ keys: "
                 "create them with `backend keys DIR` and start with `backend serve --keys DIR`"
             )
-        if self.result_ttl_s <= 0 or self.client_timeout_s <= 0 or self.heartbeat_s <= 0:
-            raise ConfigError("result_ttl_s, client_timeout_s and heartbeat_s must be > 0")
+        for name in ("result_ttl_s", "client_timeout_s", "heartbeat_s", "poll_interval_s", "slow_client_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
+        for name in ("max_queue", "status_max_jobs", "max_finished_jobs", "max_results_bytes", "send_hwm"):
+            if not getattr(self, name) >= 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.memory_budget_bytes is not None and not self.memory_budget_bytes > 0:
+            raise ConfigError(f"memory_budget_bytes must be > 0, got {self.memory_budget_bytes!r}")
+        if self.max_message_bytes is not None and not self.max_message_bytes >= 1024:
+            raise ConfigError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes!r}")
+        if self.keys_dir is not None and not Path(self.keys_dir).is_dir():
+            raise ConfigError(f"keys folder {self.keys_dir} does not exist: create it with `backend keys {self.keys_dir}`")
+        wd = Path(self.workdir)
+        if wd.exists() and not wd.is_dir():
+            raise ConfigError(f"workdir {wd} exists and is not a folder")
 
 
 def is_local_endpoint(endpoint: str) -> bool:
@@ -167,6 +263,12 @@ class _Job:
     queue_position: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    owner: str | None = None
+    """:func:`owner_id` of the submitting client (None: a job of an older server, visible to admins only)."""
+    started: float | None = None
+    """Monotonic time the job started running (for the log)."""
+    disk_bytes: int = 0
+    """Bytes of its folder once finished (the results cap)."""
 
     def info(self) -> P.JobInfo:
         return P.JobInfo(
@@ -180,7 +282,7 @@ class _Job:
             "job": self.job, "state": self.state, "created": self.created, "updated": self.updated,
             "stage": self.stage, "step": self.step, "total": self.total,
             "error_code": self.error_code, "error_message": self.error_message,
-            "options": dataclasses.asdict(self.options),
+            "options": dataclasses.asdict(self.options), "owner": self.owner,
         }
 
 
@@ -207,10 +309,16 @@ class JobServer:
     """The job service. ``serve_forever()`` in the calling thread, or ``start()``/``stop()`` for a
     background thread (tests, embedding). All zmq sockets live in the serving thread."""
 
-    def __init__(self, config: JobServerConfig, run_job: RunJob):
+    def __init__(self, config: JobServerConfig, run_job: RunJob, estimate: EstimateJob | None = None):
         config.validate()
         self.config = config
         self.run_job: RunJob = run_job
+        self.estimate: EstimateJob = estimate or generic_estimate
+        self.fatal_error: BaseException | None = None
+        self._slow: dict[bytes, float] = {}
+        self._results: OrderedDict[str, JobResult] = OrderedDict()  # shared by every queued Result reply
+        self._req_owner: str | None = None
+        self._req_admin = False
         self.device = config.device
         self.workdir = Path(config.workdir)
         self.endpoint: str | None = None
@@ -276,20 +384,19 @@ class JobServer:
             poller.register(sock, zmq.POLLIN)
             poller.register(self._wake_r.fileno(), zmq.POLLIN)
             while not self._stop.is_set():
-                ready = dict(poller.poll(int(self.config.poll_interval_s * 1000)))
-                if ready.get(self._wake_r.fileno()):
-                    self._drain_wake()
-                self._handle_events()
-                if ready.get(sock):
-                    for _ in range(100):  # bounded, so worker events stay prompt
-                        try:
-                            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._handle_frames(frames)
-                        self._handle_events()
-                self._housekeeping()
+                try:
+                    self._iteration(poller, sock)
+                except zmq.ContextTerminated:
+                    raise
+                except Exception:  # noqa: BLE001 - a bug or a full disk must not stop the service
+                    log.exception("error in the server loop; it goes on")
+                    time.sleep(0.05)
             self._shutdown()
+        except BaseException as e:
+            if self._ready.is_set() and not isinstance(e, (KeyboardInterrupt, SystemExit)):
+                log.exception("the job server stopped on an unexpected error")
+            self.fatal_error = e
+            raise
         finally:
             if self._sock is not None:
                 self._sock.close(linger=0)
@@ -297,6 +404,21 @@ class JobServer:
             if auth is not None:
                 auth.stop()
             ctx.term()
+
+    def _iteration(self, poller: zmq.Poller, sock: zmq.Socket) -> None:
+        ready = dict(poller.poll(int(self.config.poll_interval_s * 1000)))
+        if ready.get(self._wake_r.fileno()):
+            self._drain_wake()
+        self._handle_events()
+        if ready.get(sock):
+            for _ in range(100):  # bounded, so worker events stay prompt
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._handle_frames(frames)
+                self._handle_events()
+        self._housekeeping()
 
     def _bind(self, ctx: zmq.Context) -> tuple[zmq.Socket, object | None]:
         cfg = self.config
@@ -306,7 +428,7 @@ class JobServer:
         sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a client reconnecting with its routing id takes over
         max_msg = cfg.max_message_bytes or (cfg.limits.max_total_bytes + cfg.limits.max_header_bytes)
         sock.setsockopt(zmq.MAXMSGSIZE, int(max_msg))
-        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.SNDHWM, int(cfg.send_hwm))  # per client connection; beyond it replies are dropped
         hb = int(cfg.heartbeat_s * 1000)
         sock.setsockopt(zmq.HEARTBEAT_IVL, hb)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * hb)
@@ -315,9 +437,13 @@ class JobServer:
         if cfg.keys_dir is not None:
             from zmq.auth.thread import ThreadAuthenticator
 
-            from backend.service.keys import server_keypair
+            from backend.service.keys import KeysError, server_keypair
 
-            keys, authorized = server_keypair(Path(cfg.keys_dir))
+            try:
+                keys, authorized = server_keypair(Path(cfg.keys_dir))
+            except KeysError as e:
+                sock.close(linger=0)
+                raise ConfigError(str(e)) from None
             auth = ThreadAuthenticator(ctx, log=logging.getLogger("backend.service.server.auth"))
             auth.start()
             auth.configure_curve(domain="*", location=str(authorized))
@@ -332,6 +458,11 @@ class JobServer:
                 auth.stop()
             raise ConfigError(f"cannot bind {cfg.bind}: {e}") from None
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        if self.endpoint.startswith("ipc://"):
+            try:  # only this user may connect (the file is made by libzmq with the umask)
+                os.chmod(self.endpoint[len("ipc://"):], 0o600)
+            except OSError as e:
+                log.warning("cannot restrict %s: %s", self.endpoint, e)
         return sock, auth
 
     def _shutdown(self) -> None:
@@ -339,18 +470,44 @@ class JobServer:
         if self._worker is not None:
             self._worker.join(10.0)
         self._handle_events()
-        for rec in self._jobs.values():
+        for rec in list(self._jobs.values()):
             if rec.state not in State.FINISHED:
                 self._finish(rec, State.FAILED, ErrorCode.JOB_FAILED, "the server stopped before the job finished")
 
     # -- persistence --------------------------------------------------------------------------
 
-    def _write_state(self, rec: _Job) -> None:
+    def _write_state(self, rec: _Job) -> str | None:
+        """Persist the job's state; on a full (or failing) disk log it and return the reason (the server goes on
+        with the state in memory)."""
+        try:
+            folder = self.workdir / rec.job
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(folder / STATE_FILE, rec.state_json())
+        except OSError as e:
+            log.error("job %s: cannot write its state: %s", rec.job, e)
+            return _disk_message(e)
+        return None
+
+    def _prune(self, rec: _Job) -> None:
+        """Remove what a finished job left besides its state, log and result (checkpoints, caches); note its size."""
         folder = self.workdir / rec.job
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(rec.state_json()))
-        os.replace(tmp, folder / STATE_FILE)
+        total = 0
+        try:
+            for path in folder.iterdir():
+                if path.name in KEPT_FILES and path.is_file():
+                    total += path.stat().st_size
+                elif path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("job %s: cannot clean its folder: %s", rec.job, e)
+        rec.disk_bytes = total
+
+    def _remove(self, rec: _Job) -> None:
+        shutil.rmtree(self.workdir / rec.job, ignore_errors=True)
+        self._jobs.pop(rec.job, None)
+        self._results.pop(rec.job, None)
 
     def _recover(self) -> None:
         """Load jobs left on disk; unfinished ones died with a previous server: mark them failed."""
@@ -360,14 +517,20 @@ class JobServer:
             if not path.is_file():
                 continue
             try:
-                st = json.loads(path.read_text())
+                st = json.loads(path.read_text(), parse_constant=_no_constant)
                 rec = _Job(job=str(st["job"]), state=str(st["state"]), created=float(st["created"]),
                            updated=float(st["updated"]), stage=str(st.get("stage", "")),
-                           error_code=st.get("error_code"), error_message=st.get("error_message"))
-            except (ValueError, KeyError, TypeError) as e:
-                log.warning("ignoring unreadable %s: %s", path, e)
-                continue
-            if rec.job != folder.name:
+                           error_code=_opt_str(st.get("error_code")), error_message=_opt_str(st.get("error_message")),
+                           owner=_opt_str(st.get("owner")))
+                if not (math.isfinite(rec.created) and math.isfinite(rec.updated)):
+                    raise ValueError("non-finite timestamps")
+                if rec.job != folder.name or rec.state not in (State.QUEUED, State.RUNNING, State.CANCELLING,
+                                                               *State.FINISHED):
+                    raise ValueError(f"job {rec.job!r} in state {rec.state!r} does not belong in {folder.name}")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                # A folder we cannot account for would block its id and never expire: remove it.
+                log.warning("removing job folder %s with an unreadable %s: %s", folder, STATE_FILE, e)
+                shutil.rmtree(folder, ignore_errors=True)
                 continue
             if rec.state not in State.FINISHED:
                 if has_result(folder):
@@ -378,14 +541,26 @@ class JobServer:
                                          f"(at stage {rec.stage or 'start'}); submit it again")
                 rec.updated = now
                 self._write_state(rec)
+            self._prune(rec)
             self._jobs[rec.job] = rec
         self._expire(now)
 
     def _expire(self, now: float) -> None:
-        for rec in list(self._jobs.values()):
-            if rec.state in State.FINISHED and now - rec.updated > self.config.result_ttl_s:
-                shutil.rmtree(self.workdir / rec.job, ignore_errors=True)
-                del self._jobs[rec.job]
+        """Remove finished jobs past the TTL, then the oldest ones beyond the count and bytes caps."""
+        finished = sorted((r for r in self._jobs.values() if r.state in State.FINISHED), key=lambda r: r.updated)
+        keep = []
+        for rec in finished:
+            if now - rec.updated > self.config.result_ttl_s:
+                self._remove(rec)
+            else:
+                keep.append(rec)
+        total = sum(r.disk_bytes for r in keep)
+        while keep and (len(keep) > self.config.max_finished_jobs or total > self.config.max_results_bytes):
+            rec = keep.pop(0)
+            total -= rec.disk_bytes
+            log.info("job %s removed (results cap: %d jobs, %d bytes)", rec.job, self.config.max_finished_jobs,
+                     self.config.max_results_bytes)
+            self._remove(rec)
 
     # -- sending ------------------------------------------------------------------------------
 
@@ -400,7 +575,10 @@ class JobServer:
             self._sock.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
             return True
         except zmq.Again:
-            log.warning("client %s is not reading; dropped a %s", identity.hex(), msg.TYPE)
+            if identity not in self._slow:
+                log.warning("client %s is not reading its replies; dropping them and its requests for %.0f s",
+                            identity.hex(), self.config.slow_client_s)
+            self._slow[identity] = time.monotonic()
         except zmq.ZMQError as e:
             if e.errno != zmq.EHOSTUNREACH:
                 raise
@@ -418,12 +596,31 @@ class JobServer:
         if len(frames) < 2:
             return  # no identity + message: nothing to answer
         identity = frames[0].bytes
-        self._last_seen[identity] = time.monotonic()
+        now = time.monotonic()
+        self._last_seen[identity] = now
+        slow = self._slow.get(identity)
+        if slow is not None:
+            if now - slow < self.config.slow_client_s:
+                return  # it does not read its replies: drop its requests (bounded memory)
+            del self._slow[identity]
         try:
             msg = P.decode(frames[1:], self.config.limits, accept=P.CLIENT_TYPES)
         except P.ProtocolError as e:
             self._send(identity, P.Error(code=e.code, message=e.message, job=e.job))
             return
+        user = None
+        try:
+            user = frames[1].get("User-Id")  # the client's CurveZMQ public key (Z85), set by the authenticator
+        except (zmq.ZMQError, AttributeError, UnicodeDecodeError):
+            pass
+        token = getattr(msg, "client_token", None)
+        if user:
+            self._req_owner = owner_id("key", user)
+        elif token:
+            self._req_owner = owner_id("token", token)
+        else:
+            self._req_owner = owner_id("id", identity.hex())
+        self._req_admin = bool(user) and user in self.config.admin_keys
         try:
             handler = {
                 P.Submit: self._on_submit, P.Cancel: self._on_cancel, P.Status: self._on_status,
@@ -434,6 +631,32 @@ class JobServer:
             log.exception("error handling %s", msg.TYPE)
             self._send(identity, P.Error(code=ErrorCode.INTERNAL, message=f"{type(e).__name__}: {e}",
                                          job=getattr(msg, "job", None)))
+
+    def _visible(self, job: str) -> _Job | None:
+        """The job when the requesting client owns it (or is an admin), else None (others' jobs look unknown)."""
+        rec = self._jobs.get(job)
+        if rec is None or not (self._req_admin or rec.owner == self._req_owner):
+            return None
+        return rec
+
+    def _unknown(self, identity: bytes, job: str) -> None:
+        self._send(identity, P.Error(code=ErrorCode.UNKNOWN_JOB,
+                                     message=f"no job {job} (unknown, expired, or submitted by another client)", job=job))
+
+    def _admit(self, msg: P.Submit) -> str | None:
+        """Why the job cannot run within the memory budget (None: it can), from its declared size alone."""
+        n, h, w = msg.rgb.shape[:3]
+        size = JobSize(views=int(n), height=int(h), width=int(w),
+                       masks=sum(int(m.shape[0]) for m in msg.masks) if msg.masks else 0, depth=msg.depth is not None)
+        peaks = self.estimate(size, msg.options)
+        stage, peak = max(peaks.items(), key=lambda kv: kv[1])
+        budget = self.config.budget()
+        if peak <= budget:
+            return None
+        side = int(math.sqrt(h * w * budget / peak))
+        return (f"job {msg.job} ({n} views of {h}x{w}) would need about {peak / 2**30:.1f} GiB at its {stage} stage, "
+                f"over this server's memory budget of {budget / 2**30:.1f} GiB (`backend serve --memory-budget-gb`); "
+                f"send fewer or smaller views (about {max(side, 1)}x{max(side, 1)} pixels would fit)")
 
     def _on_ping(self, identity: bytes, msg: P.Ping) -> None:
         self._send(identity, P.Pong(token=msg.token))
@@ -447,6 +670,11 @@ class JobServer:
                                          message=f"{len(self._queue)} jobs are queued (max {self.config.max_queue}); retry later",
                                          job=msg.job))
             return
+        refused = self._admit(msg)
+        if refused is not None:
+            log.info("job %s refused: %s", msg.job, refused)
+            self._send(identity, P.Error(code=ErrorCode.TOO_LARGE, message=refused, job=msg.job))
+            return
         try:
             scene = scene_from_submit(msg)
         except SceneError as e:
@@ -455,9 +683,14 @@ class JobServer:
         options = msg.options if msg.options.device else dataclasses.replace(msg.options, device=self.device)
         now = time.time()
         rec = _Job(job=msg.job, state=State.QUEUED, created=now, updated=now, options=options, scene=scene,
-                   subscribers={identity})
+                   subscribers={identity}, owner=self._req_owner)
+        failed = self._write_state(rec)
+        if failed is not None:  # e.g. a full disk: refuse the job rather than keep it "queued" forever
+            shutil.rmtree(self.workdir / rec.job, ignore_errors=True)
+            self._send(identity, P.Error(code=ErrorCode.JOB_FAILED, message=f"job {rec.job} not stored: {failed}",
+                                         job=rec.job))
+            return
         self._jobs[rec.job] = rec
-        self._write_state(rec)
         self._queue.append(rec.job)
         position = len(self._queue) - 1 + (1 if self._running is not None else 0)
         self._send(identity, P.Accepted(job=rec.job, queue_position=position))  # before any progress
@@ -465,9 +698,9 @@ class JobServer:
         self._announce_queue()
 
     def _on_cancel(self, identity: bytes, msg: P.Cancel) -> None:
-        rec = self._jobs.get(msg.job)
+        rec = self._visible(msg.job)
         if rec is None:
-            self._send(identity, P.Error(code=ErrorCode.UNKNOWN_JOB, message=f"no job {msg.job}", job=msg.job))
+            self._unknown(identity, msg.job)
             return
         if rec.state == State.QUEUED:
             self._queue.remove(rec.job)
@@ -481,24 +714,27 @@ class JobServer:
 
     def _on_status(self, identity: bytes, msg: P.Status) -> None:
         if msg.job is not None:
-            if msg.job not in self._jobs:
-                self._send(identity, P.Error(code=ErrorCode.UNKNOWN_JOB, message=f"no job {msg.job}", job=msg.job))
+            rec = self._visible(msg.job)
+            if rec is None:
+                self._unknown(identity, msg.job)
                 return
-            jobs = [self._jobs[msg.job].info()]
+            jobs = [rec.info()]
         else:
-            recs = sorted(self._jobs.values(), key=lambda r: r.created, reverse=True)
+            recs = sorted((r for r in self._jobs.values() if self._visible(r.job)), key=lambda r: r.created,
+                          reverse=True)
             jobs = [r.info() for r in recs[: self.config.status_max_jobs]]
+        queue_ = [j for j in self._queue if self._visible(j)]
+        running = self._running if self._running is not None and self._visible(self._running) else None
         self._send(identity, P.StatusReply(device=self.device, server_version=self.version, jobs=jobs,
-                                           queue=list(self._queue), running=self._running))
+                                           queue=queue_, running=running))
 
     def _on_fetch(self, identity: bytes, msg: P.Fetch) -> None:
-        rec = self._jobs.get(msg.job)
+        rec = self._visible(msg.job)
         if rec is None:
-            self._send(identity, P.Error(code=ErrorCode.UNKNOWN_JOB,
-                                         message=f"no job {msg.job} (unknown, or its result expired)", job=msg.job))
+            self._unknown(identity, msg.job)
         elif rec.state == State.DONE:
             try:
-                result = load_result(self.workdir / rec.job)
+                result = self._result(rec.job)
             except (OSError, ValueError) as e:
                 self._send(identity, P.Error(code=ErrorCode.JOB_FAILED, message=f"result of {rec.job} unreadable: {e}", job=rec.job))
                 return
@@ -514,6 +750,20 @@ class JobServer:
                 self._send(identity, P.Progress(job=rec.job, stage=rec.stage or "running", step=rec.step, total=rec.total))
         else:
             self._send(identity, P.Error(code=ErrorCode.NOT_READY, message=f"job {rec.job} is {rec.state}", job=rec.job))
+
+    def _result(self, job: str) -> JobResult:
+        """A finished job's result, cached: every queued reply of it shares the same (zero-copy) buffers."""
+        result = self._results.get(job)
+        if result is None:
+            result = load_result(self.workdir / job)
+            self._cache_result(job, result)
+        self._results.move_to_end(job)
+        return result
+
+    def _cache_result(self, job: str, result: JobResult) -> None:
+        self._results[job] = result
+        while len(self._results) > 4:
+            self._results.popitem(last=False)
 
     # -- queue and worker ---------------------------------------------------------------------
 
@@ -535,8 +785,11 @@ class JobServer:
             return
         rec = self._jobs[self._queue.popleft()]
         rec.state, rec.updated, rec.queue_position, rec.stage = State.RUNNING, time.time(), None, "starting"
+        rec.started = time.monotonic()
         self._write_state(rec)
         self._running = rec.job
+        log.info("job %s started (%d views of %dx%d, preset %s, on %s)", rec.job, rec.scene.num_views,
+                 rec.scene.height, rec.scene.width, rec.options.preset, rec.options.device)
         scene, rec.scene = rec.scene, None
         self._worker = threading.Thread(target=self._work, args=(rec.job, scene, rec.options, rec.cancel),
                                         name=f"job-{rec.job}", daemon=True)
@@ -586,9 +839,14 @@ class JobServer:
                 save_result(result, folder)
                 outcome = _JobEnded(job, State.DONE, result=result)
         except Exception as e:  # noqa: BLE001 - every failure becomes an error reply
-            (folder / ERROR_LOG).write_text(traceback.format_exc())
+            try:
+                (folder / ERROR_LOG).write_text(traceback.format_exc())
+            except OSError:
+                pass  # e.g. the disk is full: the error still goes to the client and the log
             if should_stop():
                 outcome = self._stopped(job, cancel)
+            elif isinstance(e, OSError) and e.errno in _DISK_FULL:
+                outcome = _JobEnded(job, State.FAILED, error_code=ErrorCode.JOB_FAILED, error_message=_disk_message(e))
             elif type(e).__name__ == "OutOfMemoryError" or isinstance(e, MemoryError):
                 outcome = _JobEnded(job, State.FAILED, error_code=ErrorCode.OUT_OF_MEMORY,
                                     error_message=f"out of memory on {options.device}: {str(e)[:300]} "
@@ -632,7 +890,11 @@ class JobServer:
                 self._publish(rec, msg)
             elif isinstance(event, _JobEnded):
                 self._running, self._worker = None, None
+                took = time.monotonic() - rec.started if rec.started is not None else float("nan")
+                log.info("job %s ended %s after %.1f s%s", rec.job, event.state, took,
+                         f" ({event.error_code}: {event.error_message})" if event.error_code else "")
                 if event.state == State.DONE:
+                    self._cache_result(rec.job, event.result)
                     self._finish(rec, State.DONE)
                     self._publish(rec, P.Result(job=rec.job, arrays=event.result.arrays, meta=event.result.meta))
                 else:
@@ -644,6 +906,8 @@ class JobServer:
         rec.state, rec.error_code, rec.error_message = state, code, message
         rec.updated, rec.scene, rec.queue_position = time.time(), None, None
         self._write_state(rec)
+        self._prune(rec)
+        self._expire(time.time())
         if state != State.DONE:
             self._publish(rec, P.Error(code=code or ErrorCode.JOB_FAILED, message=message or state, job=rec.job))
 
@@ -672,5 +936,18 @@ class JobServer:
         for identity, seen in list(self._last_seen.items()):
             if now - seen > 10 * timeout:
                 del self._last_seen[identity]
+        for identity, since in list(self._slow.items()):
+            if now - since > self.config.slow_client_s:
+                del self._slow[identity]
         self._expire(time.time())
 
+
+
+def _no_constant(c: str) -> None:
+    raise ValueError(f"{c} is not valid JSON")
+
+
+def _opt_str(v: object) -> str | None:
+    if v is not None and not isinstance(v, str):
+        raise TypeError(f"expected a string or null, got {type(v).__name__}")
+    return v

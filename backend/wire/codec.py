@@ -31,9 +31,12 @@ DTYPES: dict[str, np.dtype] = {
     for name in ("uint8", "uint16", "int32", "int64", "float16", "float32", "float64", "bool")
 }
 
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-ARRAY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,63}$")
-DEVICE_NAME = re.compile(r"^(cpu|cuda(:[0-9]{1,2})?|mps)$")
+# \A...\Z, not ^...$: "$" also matches before a final newline ("abc\n" would pass).
+JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+ARRAY_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_.]{0,63}\Z")
+DEVICE_NAME = re.compile(r"\A(cpu|cuda(:[0-9]{1,2})?|mps)\Z")
+#: A client's ownership token (jobs belong to the client that submitted them; see ``client_token``).
+CLIENT_TOKEN = re.compile(r"\A[A-Za-z0-9_-]{16,128}\Z")
 _MAX_JSON_INT = 2**53
 
 
@@ -146,8 +149,13 @@ def new_job_id() -> str:
 
 
 def check_job_id(job: str) -> None:
-    if not isinstance(job, str) or not JOB_ID.match(job):
+    if not isinstance(job, str) or not JOB_ID.fullmatch(job):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, f"job id must match [A-Za-z0-9_-]{{1,64}}, got {str(job)[:70]!r}")
+
+
+def check_client_token(token: str | None) -> None:
+    if token is not None and (not isinstance(token, str) or not CLIENT_TOKEN.fullmatch(token)):
+        raise ProtocolError(ErrorCode.BAD_MESSAGE, "client_token must match [A-Za-z0-9_-]{16,128}")
 
 
 def as_buffer(frame: Any) -> memoryview:

@@ -37,6 +37,7 @@ from backend.wire.codec import (
     Limits,
     ProtocolError,
     as_buffer,
+    check_client_token,
     check_job_id,
     decode_arrays,
     dtype_name,
@@ -205,6 +206,7 @@ class Message:
         job = getattr(self, "job", None)
         if job is not None:
             check_job_id(job)
+        check_client_token(getattr(self, "client_token", None))
 
     def _arrays(self) -> dict[str, np.ndarray]:
         """The array frames to send, by name."""
@@ -241,6 +243,9 @@ class Submit(Message):
     """Normalisation already applied to poses/depth: ``normalised = (world - offset) * scale``."""
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
     options: JobOptions = field(default_factory=JobOptions)
+    client_token: str | None = None
+    """The submitting client's secret token (``[A-Za-z0-9_-]{16,128}``): without CurveZMQ keys a job belongs
+    to it (with keys, to the client's public key); None: to the connection's routing id."""
 
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {"rgb": self.rgb, "c2w": self.c2w, "intrinsics": self.intrinsics}
@@ -403,7 +408,7 @@ class Error(Message):
 
     def validate(self, limits: Limits = DEFAULT_LIMITS) -> None:
         super().validate(limits)
-        if not re.match(r"^[a-z_]{1,32}$", self.code):
+        if not re.fullmatch(r"[a-z_]{1,32}", self.code):
             raise ProtocolError(ErrorCode.BAD_MESSAGE, f"invalid error code {self.code!r}")
 
 
@@ -413,6 +418,7 @@ class Cancel(Message):
 
     TYPE: ClassVar[str] = "cancel"
     job: str
+    client_token: str | None = None
 
 
 @dataclass
@@ -431,6 +437,7 @@ class Status(Message):
 
     TYPE: ClassVar[str] = "status"
     job: str | None = None
+    client_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -491,6 +498,7 @@ class Fetch(Message):
     TYPE: ClassVar[str] = "fetch"
     job: str
     wait: bool = True
+    client_token: str | None = None
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -565,7 +573,7 @@ def decode(
     if not isinstance(header, dict):
         raise ProtocolError(ErrorCode.BAD_MESSAGE, "the header must be a JSON object")
     job = header.get("job")
-    job = job if isinstance(job, str) and JOB_ID.match(job) else None
+    job = job if isinstance(job, str) and JOB_ID.fullmatch(job) else None
     try:
         return _decode_header(header, frames, limits, accept)
     except ProtocolError as e:

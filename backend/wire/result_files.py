@@ -1,15 +1,17 @@
-"""Files of a :class:`backend.wire.protocol.JobResult`: the server's persisted copy (``result.npz`` +
-``result.json``) and the user-facing export (``points.ply`` with labels, ``result.npz``,
-``hierarchy.json``). Never pickles: arrays are loaded with ``allow_pickle=False``."""
+"""Files of a :class:`backend.wire.protocol.JobResult`, one layout for everyone: ``result.npz`` holds every
+array plus ``meta`` (the metadata as a JSON string). The server also writes ``result.json`` (the same
+metadata) after it, marking a complete result; the user-facing export adds ``points.ply`` (labels per
+threshold) and ``hierarchy.json``. Read by the server, ``backend submit`` and the Blender add-on.
+Never pickles: arrays are loaded with ``allow_pickle=False``."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from backend.wire.files import atomic_path, write_json_atomic
 from backend.wire.protocol import JobResult, ResultArrays
 
 RESULT_NPZ = "result.npz"
@@ -18,14 +20,38 @@ POINTS_PLY = "points.ply"
 HIERARCHY_JSON = "hierarchy.json"
 
 
+META_ARRAY = "meta"
+
+
+def write_result_npz(path: Path, result: JobResult) -> None:
+    """``result.npz``: the arrays plus ``meta`` as a JSON string, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **result.arrays, **{META_ARRAY: np.asarray(json.dumps(result.meta, allow_nan=False))})
+
+
+def read_result_npz(path: Path) -> JobResult:
+    """Read ``result.npz`` (a file, or the folder holding it); metadata from inside, else from a
+    ``result.json`` beside it. Raises ``FileNotFoundError`` / ``ValueError`` for missing or bad files."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / RESULT_NPZ
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    raw = arrays.pop(META_ARRAY, None)
+    if raw is not None:
+        meta = json.loads(str(raw))
+    elif (path.parent / RESULT_JSON).is_file():
+        meta = json.loads((path.parent / RESULT_JSON).read_text())
+    else:
+        meta = {}
+    return JobResult(arrays=arrays, meta=meta if isinstance(meta, dict) else {})
+
+
 def save_result(result: JobResult, folder: Path) -> None:
-    """Write ``result.npz`` then ``result.json`` atomically (the JSON marks a complete result)."""
+    """The server's copy: ``result.npz`` then ``result.json`` atomically (the JSON marks a complete result)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (RESULT_NPZ + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **result.arrays)
-    os.replace(tmp, folder / RESULT_NPZ)
-    _write_json_atomic(folder / RESULT_JSON, result.meta)
+    write_result_npz(folder / RESULT_NPZ, result)
+    write_json_atomic(folder / RESULT_JSON, result.meta)
 
 
 def has_result(folder: Path) -> bool:
@@ -35,10 +61,7 @@ def has_result(folder: Path) -> bool:
 
 def load_result(folder: Path) -> JobResult:
     """Read what :func:`save_result` wrote."""
-    with np.load(folder / RESULT_NPZ, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads((folder / RESULT_JSON).read_text())
-    return JobResult(arrays=arrays, meta=meta)
+    return read_result_npz(folder / RESULT_NPZ)
 
 
 def write_outputs(result: JobResult, out: Path) -> list[Path]:
@@ -46,9 +69,8 @@ def write_outputs(result: JobResult, out: Path) -> list[Path]:
     (``meta["hierarchy"]`` when present, else the whole meta) and, when the result has points,
     ``points.ply`` with colours and one ``label_<k>`` property per threshold."""
     out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / RESULT_NPZ, **result.arrays, meta=np.asarray(json.dumps(result.meta)))
-    hierarchy = result.meta.get("hierarchy", result.meta)
-    (out / HIERARCHY_JSON).write_text(json.dumps(hierarchy, indent=1))
+    write_result_npz(out / RESULT_NPZ, result)
+    write_json_atomic(out / HIERARCHY_JSON, result.meta.get("hierarchy", result.meta), indent=1)
     files = [out / RESULT_NPZ, out / HIERARCHY_JSON]
     a = result.arrays
     if ResultArrays.POINTS in a:
@@ -100,9 +122,3 @@ def read_ply(path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         arr = np.frombuffer(f.read(), dtype=fields, count=n)
     xyz = np.stack([arr["x"], arr["y"], arr["z"]], 1)
     return xyz, {nm: arr[nm] for nm, _ in fields}
-
-
-def _write_json_atomic(path: Path, obj: object) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)

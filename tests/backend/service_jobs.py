@@ -151,12 +151,15 @@ def make_scene(n_views: int = 3, h: int = 12, w: int = 16, seed: int = 0, names:
         ang = 2 * np.pi * v / n_views
         eye = np.array([1.5 * np.cos(ang), 1.5 * np.sin(ang), 0.3])
         back = eye / np.linalg.norm(eye)
-        right = np.cross([0, 0, 1.0], back); right /= np.linalg.norm(right)
+        right = np.cross([0, 0, 1.0], back)
+        right /= np.linalg.norm(right)
         up = np.cross(back, right)
         c2w[v, :3, 0], c2w[v, :3, 1], c2w[v, :3, 2], c2w[v, :3, 3], c2w[v, 3, 3] = right, up, back, eye, 1
         rays = dirs @ np.stack([right, up, back], 0)  # world directions (unnormalised, cam z = -1)
         oc = eye
-        a = (rays**2).sum(-1); b = 2 * rays @ oc; c = oc @ oc - 0.4**2
+        a = (rays**2).sum(-1)
+        b = 2 * rays @ oc
+        c = oc @ oc - 0.4**2
         disc = b**2 - 4 * a * c
         t = np.where(disc > 0, (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a), 0)
         depth[v] = np.where(disc > 0, t, 0)  # planar depth: t along a ray with cam z = -1

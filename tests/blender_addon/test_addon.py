@@ -49,7 +49,7 @@ def test_segment_scene_end_to_end_and_granularity_slider(addon):
     # the server's own levels are stored unchanged
     np.testing.assert_array_equal(importer.read_attribute(obj, "segment_level_1"), r.labels[1])
 
-    previous = None
+    previous = prev_labels = None
     counts = []
     for g in (0.2, 0.5, 0.8, 0.95):
         props.granularity = g  # the update callback recolours at once

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 
-import numpy as np
 import pytest
 
 from backend.wire import protocol as P

@@ -41,7 +41,7 @@ def test_truncated_files_are_unreadable(tmp_path):
     p = tmp_path / "x.png"
     writers.write_png(p, np.zeros((8, 8), np.uint8))
     p.write_bytes(p.read_bytes()[:-20])
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         writers.read_png(p)
     t = tmp_path / "x.tif"
     writers.write_tiff(t, np.zeros((8, 8, 3), np.uint16))

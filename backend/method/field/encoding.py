@@ -1,6 +1,6 @@
 """Multi-resolution hash-grid encoding (Instant-NGP, Müller et al. 2022), as used by the ultrametric field.
 
-PAPER.md "Model": the feature branch uses a hash grid with 17 levels, 4 features per level and a 2^20-entry table
+the paper, Sec. 4.1 and 5.4: the feature branch uses a hash grid with 17 levels, 4 features per level and a 2^20-entry table
 (these are :class:`HashGridConfig`'s defaults); the released code gives the feature branch its own coarser grid
 (maximum resolution 64).
 
@@ -36,7 +36,7 @@ class EncoderUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class HashGridConfig:
-    """Hash-grid encoder settings (defaults: the paper's feature grid, PAPER.md "Model")."""
+    """Hash-grid encoder settings (defaults: the paper's feature grid, the paper, Sec. 4.1 and 5.4)."""
 
     num_levels: int = 17
     """Number of resolution levels ``L``."""

@@ -1,4 +1,4 @@
-"""The ultrametric feature field: a NeRF (density + colour) plus a feature branch (PAPER.md "Model").
+"""The ultrametric feature field: a NeRF (density + colour) plus a feature branch (the paper, Sec. 4.1 and 5.4).
 
 - Geometry: hash grid (:mod:`backend.method.field.encoding`) -> small MLP -> density ``sigma`` (truncated exp) and a
   geometry feature; colour MLP on (geometry feature, encoded view direction) -> RGB in [0, 1].
@@ -24,7 +24,7 @@ from backend.method.field.encoding import HashGridConfig, make_encoder
 
 @dataclass(frozen=True)
 class UltrametricFieldConfig:
-    """Architecture of :class:`UltrametricField` (defaults follow PAPER.md "Model" and the released code)."""
+    """Architecture of :class:`UltrametricField` (defaults follow the paper, Sec. 4.1 and 5.4 and the released code)."""
 
     bound: float = 0.5
     """Half side of the scene box ``[-bound, bound]^3`` the grids cover (normalised units)."""

@@ -1,4 +1,4 @@
-"""Volume rendering of the ultrametric field along rays (NeRF quadrature, PAPER.md "Model").
+"""Volume rendering of the ultrametric field along rays (NeRF quadrature, the paper, Sec. 4.1 and 5.4).
 
 For samples ``t_1 < ... < t_N`` on a ray with spacing ``delta_k``::
 

@@ -1,4 +1,4 @@
-"""Tests for backend/geometry.py: pinhole unprojection / projection and pixel warps (docs/CONTRACTS.md conventions)."""
+"""Tests for backend/core/geometry.py: pinhole unprojection / projection and pixel warps (docs/architecture.md conventions)."""
 
 from __future__ import annotations
 

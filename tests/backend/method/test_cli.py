@@ -6,9 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

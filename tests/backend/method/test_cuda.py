@@ -1,4 +1,4 @@
-"""The trainer on CUDA with mixed precision (fp16 autocast + grad scaling, PAPER.md "Training": fp16).
+"""The trainer on CUDA with mixed precision (fp16 autocast + grad scaling, Sec. 5.4 of the paper: fp16).
 
 Every test is parametrised over ``cpu`` and ``cuda``: the ``cuda`` cases carry ``@pytest.mark.cuda`` and are
 skipped on machines without a CUDA device (``tests/conftest.py``); the ``cpu`` cases run the same bodies

@@ -38,7 +38,7 @@ BOXES = [
 ]
 
 
-def look_at(eye: np.ndarray, target=np.zeros(3), up=np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+def look_at(eye: np.ndarray, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0)) -> np.ndarray:
     """OpenGL camera-to-world looking from ``eye`` at ``target`` (camera -Z forward)."""
     z = eye - target
     z = z / np.linalg.norm(z)

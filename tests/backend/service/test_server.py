@@ -176,7 +176,7 @@ def test_reconnecting_client_follows_and_fetches(server):
     c1 = client_for(server)
     job = c1.submit(scene, P.JobOptions(iterations=40))
     c1.close()
-    with client_for(server) as c2:
+    with client_for(server, client_token=c1.client_token) as c2:  # the same client, reconnecting
         with pytest.raises(JobError) as e:
             c2.fetch(job)
         assert e.value.code == "not_ready"
