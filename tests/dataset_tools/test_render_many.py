@@ -76,7 +76,7 @@ def test_render_options_forwarded_exactly():
     assert render_opts <= many_opts
     args = parser.parse_args(["render-many", "a.blend", "b.blend", "out", "--res", "40", "--rotations", "10,45.5",
                               "--no-hemisphere", "--engine", "workbench", "--fov", "0.123456789012345",
-                              "--use-scene-cameras", "--seed", "7", "--workers", "3"])
+                              "--use-scene-cameras", "--seed", "7", "--workers", "3", "--frame", "Table,Chairs"])
     assert args.inputs == ["a.blend", "b.blend"] and args.out_root == "out" and args.workers == 3
     tokens = forwarded_options(args, args._render_actions)
     assert "--workers" not in tokens and "--quiet" not in tokens
@@ -99,6 +99,24 @@ def test_bad_options_and_missing_ray_are_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "pip install 'ultrametric-seg[ray]'" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_unreachable_ray_address_is_one_line(tmp_path):
+    pytest.importorskip("ray")
+    (tmp_path / "s.blend").write_bytes(b"BLENDER-v500")
+    proc = run_cli("render-many", tmp_path / "s.blend", tmp_path / "out", "--ray", "127.0.0.1:1", "--quiet",
+                   timeout=60)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "cannot reach Ray at 127.0.0.1:1" in error_lines(proc)[0]
+
+
+def test_task_on_a_node_without_the_shared_folder_fails_without_rendering(tmp_path):
+    """The driver's probe file is missing where the task runs (OUT_ROOT not shared): failed, nothing started."""
+    from dataset_tools.render_many import run_one
+
+    r = run_one(str(tmp_path / "s.blend"), "s", str(tmp_path), ["--res", "32"], probe=".render-many-probe-x")
+    assert r["status"] == "failed" and "not visible on node" in r["error"] and "shared" in r["error"]
+    assert not (tmp_path / "s").exists() and not (tmp_path / "logs").exists()
 
 
 # ----------------------------------------------------------------------------------------- real renders
