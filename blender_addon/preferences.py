@@ -21,6 +21,16 @@ ENGINE_ITEMS = [
     ("cycles", "Cycles", "Path-traced views with exact depth and object ids (slower)"),
     ("workbench", "Workbench", "Flat-shaded fast views (previews, tests)"),
 ]
+#: An operator's engine: the preferences' or one of :data:`ENGINE_ITEMS` (an enum, so no typo can reach a render).
+OPERATOR_ENGINE_ITEMS = [("PREFERENCES", "From Preferences", "The engine chosen in the add-on preferences"),
+                         *ENGINE_ITEMS]
+
+
+def operator_engine(choice: str, prefs) -> str:
+    """The render engine name for an operator's ``engine`` enum value."""
+    return prefs.engine if choice == "PREFERENCES" else choice
+
+
 #: The shared vocabulary (backend.wire.presets): the same names as `backend train` and the job protocol.
 MASK_ITEMS = [(c.name, c.label, c.description) for c in presets.MASK_SOURCES if c.name != "given"]
 PRESET_ITEMS = [(c.name, c.label, c.description) for c in presets.PRESETS]

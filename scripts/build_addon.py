@@ -7,11 +7,14 @@
    (the one camera convention) and ``dataset_tools/`` (rendering). The add-on imports them as
    ``backend.wire`` and ``dataset_tools``, exactly the files the development environment imports: one
    source of truth, no symlinks, no copies in the repository.
-3. Bundles pyzmq as wheels: for each Blender platform it asks pip for the binary wheel of the
-   *installed* pyzmq version (``pip download pyzmq==<v> --only-binary=:all: --no-deps --platform ...``),
-   which the configured (local) index or pip cache answers; nothing is fetched by this script itself.
-   Platforms without a wheel are left out; with none at all the zip is built without wheels (the
-   add-on then reports that pyzmq is missing) and the script says so.
+3. Bundles pyzmq as wheels: for each Blender platform and each Python that the supported Blender releases
+   embed (:data:`BLENDER_PYTHONS`, from the manifest's ``blender_version_min`` on: 3.11 for 4.2 to 5.0,
+   3.13 for 5.1 and later), it asks pip for the binary wheel of the *installed* pyzmq version
+   (``pip download pyzmq==<v> --only-binary=:all: --no-deps --platform ... --python-version ...``). A
+   stable-ABI wheel (``cp312-abi3``) serves every later Python, and Blender installs only the wheel that
+   matches its own Python, so one zip serves Blender 4.2 LTS to 5.3. A platform is claimed only when
+   every one of those Pythons has a wheel for it (the script names what is missing); with none at all
+   the zip is built without pyzmq (the add-on then reports that pyzmq is missing) and the script says so.
 4. Writes the manifest's ``platforms`` and ``wheels`` from the wheels found, and zips everything with
    ``blender_manifest.toml`` at the root: ``<out>/<id>-<version>.zip``.
 
@@ -44,8 +47,13 @@ PLATFORM_TAGS: dict[str, str] = {
     "macos-arm64": "macosx_11_0_arm64",
     "macos-x64": "macosx_10_15_x86_64",
 }
-#: Python Blender 4.2 to 5.0 embed.
-BLENDER_PYTHON = "3.11"
+#: The Python each Blender release embeds (https://docs.blender.org/api/current/info_overview.html). The
+#: wheels bundled serve every release from the manifest's ``blender_version_min`` on; a newer release
+#: with a newer Python is served by the stable-ABI (``abi3``) wheels pyzmq publishes.
+BLENDER_PYTHONS: dict[tuple[int, int], str] = {
+    (4, 2): "3.11", (4, 3): "3.11", (4, 4): "3.11", (4, 5): "3.11", (5, 0): "3.11",
+    (5, 1): "3.13", (5, 2): "3.13", (5, 3): "3.13",
+}
 EXCLUDE_DIRS = {"__pycache__", ".pytest_cache", "wheels", ".git"}
 EXCLUDE_SUFFIXES = (".pyc", ".pyo", ".orig", ".rej")
 
@@ -77,6 +85,39 @@ def wheel_platforms(filename: str) -> set[str]:
             out.add("windows-arm64")
     out.discard("")
     return out
+
+
+def python_versions(blender_version_min: str) -> list[str]:
+    """The Pythons of the Blender releases from ``blender_version_min`` on (``"4.2.0"`` -> 3.11, 3.13)."""
+    major_minor = tuple(int(x) for x in blender_version_min.split(".")[:2])
+    return sorted({py for release, py in BLENDER_PYTHONS.items() if release >= major_minor},
+                  key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+def wheel_serves_python(filename: str, python: str) -> bool:
+    """Whether the wheel ``filename`` installs on CPython ``python`` ("3.13"): its own ``cpXY``, a
+    stable-ABI wheel built for an older or equal Python, or a pure ``py3`` wheel (PEP 425 tags)."""
+    parts = Path(filename).stem.split("-")
+    py_tags, abi_tags = parts[-3].split("."), parts[-2].split(".")
+    want = tuple(int(x) for x in python.split("."))
+    for tag in py_tags:
+        m = re.fullmatch(r"(cp|py)(\d)(\d*)", tag)
+        if not m:
+            continue
+        version = (int(m.group(2)), int(m.group(3))) if m.group(3) else (int(m.group(2)),)
+        if len(version) == 1 and version[0] == want[0] and "none" in abi_tags:
+            return True
+        if version == want:
+            return True
+        if "abi3" in abi_tags and len(version) == 2 and version[0] == want[0] and version <= want:
+            return True
+    return False
+
+
+def coverage_gaps(wheels: list[str], platforms: list[str], pythons: list[str]) -> list[tuple[str, str]]:
+    """(platform, python) pairs no wheel in ``wheels`` serves."""
+    return [(plat, py) for plat in platforms for py in pythons
+            if not any(plat in wheel_platforms(w) and wheel_serves_python(w, py) for w in wheels)]
 
 
 #: Files of this repository the add-on imports at run time (packed into the runtime wheel).
@@ -132,18 +173,28 @@ def copy_package(dst: Path) -> None:
             raise BuildError(f"a symlink survived the copy: {p}")
 
 
-def download_wheels(dest: Path, version: str, platforms: list[str], log=print) -> list[Path]:
-    """pyzmq ``version`` wheels for ``platforms`` from pip's configured index/cache into ``dest``."""
+def download_wheels(dest: Path, version: str, platforms: list[str], pythons: list[str], log=print) -> list[Path]:
+    """pyzmq ``version`` wheels for every (platform, Python) pair from pip's configured index/cache into ``dest``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     dest.mkdir(parents=True, exist_ok=True)
-    for platform in platforms:
+
+    def fetch(pair: tuple[str, str]) -> None:
+        platform, python = pair
         cmd = [sys.executable, "-m", "pip", "download", f"pyzmq=={version}", "--only-binary=:all:", "--no-deps",
-               "--platform", PLATFORM_TAGS[platform], "--python-version", BLENDER_PYTHON, "--implementation", "cp",
-               "--disable-pip-version-check", "-q", "-d", str(dest)]
+               "--platform", PLATFORM_TAGS[platform], "--python-version", python, "--implementation", "cp",
+               "--disable-pip-version-check", "-q", "-d", str(dest / f"{platform}-{python}")]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-            log(f"  no pyzmq {version} wheel for {platform}: {last}")
-    return sorted(dest.glob("pyzmq-*.whl"))
+            log(f"  no pyzmq {version} wheel for {platform}, Python {python}: {last}")
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(fetch, [(plat, py) for plat in platforms for py in pythons]))
+    found: dict[str, Path] = {}
+    for w in sorted(dest.glob("*/pyzmq-*.whl")):
+        found.setdefault(w.name, w)  # one copy of a wheel serving several pairs (abi3, universal2)
+    return [found[name] for name in sorted(found)]
 
 
 def write_manifest(path: Path, wheels: list[str], platforms: list[str]) -> str:
@@ -181,8 +232,9 @@ def zip_folder(folder: Path, zip_path: Path) -> None:
 
 
 def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool = True,
-          wheels_dir: Path | None = None, log=print) -> Path:
-    """Build the extension zip into ``out_dir``; returns its path."""
+          wheels_dir: Path | None = None, log=print, pythons: list[str] | None = None) -> Path:
+    """Build the extension zip into ``out_dir``; returns its path. ``pythons``: the Pythons to bundle
+    pyzmq for (default: those of the Blender releases the manifest supports, :func:`python_versions`)."""
     platforms = list(PLATFORM_TAGS) if platforms is None else platforms
     if unknown := [p for p in platforms if p not in PLATFORM_TAGS]:
         raise BuildError(f"unknown platforms {unknown}; choose from {list(PLATFORM_TAGS)}")
@@ -191,6 +243,8 @@ def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool =
     with tempfile.TemporaryDirectory(prefix="useg_build_") as tmp:
         stage = Path(tmp) / "pkg"
         copy_package(stage)
+        source_text = (stage / MANIFEST).read_text()
+        pythons = pythons or python_versions(manifest_field(source_text, "blender_version_min"))
         wheels: list[Path] = []
         if with_wheels:
             if wheels_dir is not None:
@@ -200,8 +254,8 @@ def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool =
                     version = importlib.metadata.version("pyzmq")
                 except importlib.metadata.PackageNotFoundError:
                     raise BuildError("pyzmq is not installed here; install it or pass --no-wheels") from None
-                log(f"bundling pyzmq {version} wheels for {', '.join(platforms)}")
-                wheels = download_wheels(Path(tmp) / "wheels", version, platforms, log)
+                log(f"bundling pyzmq {version} wheels for {', '.join(platforms)}; Python {', '.join(pythons)}")
+                wheels = download_wheels(Path(tmp) / "wheels", version, platforms, pythons, log)
         version = manifest_field((stage / MANIFEST).read_text(), "version")
         wheels.append(runtime_wheel(Path(tmp) / "runtime", version))
         if wheels:
@@ -211,8 +265,14 @@ def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool =
         if with_wheels and not any(w.name.startswith("pyzmq") for w in wheels):
             log("WARNING: no pyzmq wheel available; the zip is built WITHOUT wheels "
                 "(the add-on will report that pyzmq is missing unless Blender's Python has it)")
-        binary = [w for w in wheels if not w.name.startswith(RUNTIME_NAME)]
-        served = sorted(set().union(*(wheel_platforms(w.name) for w in binary)) & set(PLATFORM_TAGS)) if binary else []
+        binary = [w.name for w in wheels if not w.name.startswith(RUNTIME_NAME)]
+        served: list[str] = []
+        if binary:
+            offered = sorted(set().union(*(wheel_platforms(w) for w in binary)) & set(platforms))
+            gaps = coverage_gaps(binary, offered, pythons)
+            for plat, py in gaps:
+                log(f"WARNING: no pyzmq wheel for {plat} with Python {py}: {plat} is not claimed")
+            served = [plat for plat in offered if plat not in {g[0] for g in gaps}]
         text = write_manifest(stage / MANIFEST, [w.name for w in wheels], served)
         zip_path = Path(out_dir) / f"{manifest_field(text, 'id')}-{manifest_field(text, 'version')}.zip"
         zip_folder(stage, zip_path)
@@ -228,9 +288,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="Blender platforms to bundle pyzmq for (default: all four)")
     p.add_argument("--no-wheels", action="store_true", help="build without pyzmq wheels")
     p.add_argument("--wheels-dir", type=Path, default=None, help="take pyzmq wheels from this folder instead of pip")
+    p.add_argument("--python-versions", nargs="+", default=None, metavar="X.Y",
+                   help="Pythons to bundle pyzmq for (default: those of the Blender releases from the manifest's "
+                        "blender_version_min on, e.g. 3.11 3.13)")
     args = p.parse_args(argv)
     try:
-        build(args.out_dir, args.platforms, not args.no_wheels, args.wheels_dir)
+        build(args.out_dir, args.platforms, not args.no_wheels, args.wheels_dir, pythons=args.python_versions)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

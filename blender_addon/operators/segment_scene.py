@@ -1,30 +1,40 @@
 """Segment Scene: render views of the open scene (the dataset tools' code), submit them to the job server.
 
-Rendering has to run on the main thread (bpy cannot render elsewhere). From the UI the operator is
-modal: it renders ONE view per timer event, so Blender redraws, shows progress and takes clicks
-(Cancel, Esc) between views; from scripts and headless sessions ``execute`` renders all views at once.
-Everything after the submit runs in the client thread, followed by :func:`blender_addon.runtime.pump`
-on a timer.
+First the server is pinged (a dead server or one Blender may not contact is reported at once, before any
+rendering). Rendering has to run on the main thread (bpy cannot render elsewhere). From the UI the operator
+is modal: it waits for the ping's answer, then renders ONE view per timer event, so Blender redraws, shows
+progress and takes clicks (Cancel, Esc) between views; from scripts and headless sessions ``execute`` pings
+and renders all views at once. Everything after the submit runs in the client thread, followed by
+:func:`blender_addon.runtime.pump` on a timer.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import queue
+
 import bpy
-from bpy.props import IntProperty, StringProperty
+from bpy.props import EnumProperty, IntProperty
 
 from .. import jobstate, runtime
 from backend.wire import protocol as P
 from dataset_tools.config import RenderConfig
 from dataset_tools.errors import DatasetError
+from ..client import JobThread, drain, network_refusal, probe, probe_outcome
 from ..messages import SegmentOptions, build_submit
-from ..preferences import client_config, get_preferences
+from ..preferences import OPERATOR_ENGINE_ITEMS, client_config, get_preferences, operator_engine
+
+#: Longest wait for the server's answer to the ping before rendering.
+PROBE_S = 1.5
 
 
-def render_config(prefs, views: int = 0, resolution: int = 0, samples: int = 0, engine: str = "") -> RenderConfig:
-    """The render of Segment Scene: ``views`` orbit views at ``resolution``² (0 / "" = preferences)."""
+def render_config(prefs, views: int = 0, resolution: int = 0, samples: int = 0,
+                  engine: str = "PREFERENCES") -> RenderConfig:
+    """The render of Segment Scene: ``views`` orbit views at ``resolution``² (0 / "PREFERENCES" = preferences)."""
     res = resolution or prefs.resolution
     return RenderConfig(n_train=views or prefs.views, n_val=0, n_test=0, width=res, height=res,
-                        samples=samples or prefs.samples, engine=engine or prefs.engine, rotations=())
+                        samples=samples or prefs.samples, engine=operator_engine(engine or "PREFERENCES", prefs),
+                        rotations=())
 
 
 class USEG_OT_segment_scene(bpy.types.Operator):
@@ -37,7 +47,7 @@ class USEG_OT_segment_scene(bpy.types.Operator):
     views: IntProperty(name="Views", default=0, min=0, max=2000, description="0: from the preferences")
     resolution: IntProperty(name="Resolution", default=0, min=0, max=4096, description="0: from the preferences")
     samples: IntProperty(name="Samples", default=0, min=0, max=4096, description="0: from the preferences")
-    engine: StringProperty(name="Engine", default="", description="cycles or workbench; empty: from the preferences")
+    engine: EnumProperty(name="Engine", items=OPERATOR_ENGINE_ITEMS, default="PREFERENCES")
     iterations: IntProperty(name="Iterations", default=0, min=0, description="Training iterations; 0: the preset's")
 
     @classmethod
@@ -64,7 +74,16 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         except (DatasetError, P.ProtocolError) as e:
             self.report({"ERROR"}, f"Invalid settings: {e}")
             return None
+        refusal = network_refusal(prefs.server_address, bool(getattr(bpy.app, "online_access", True)))
+        if refusal is not None:
+            self._server_failed(context.scene, "offline", refusal)
+            return None
         return config, options
+
+    def _server_failed(self, scene, code: str, message: str) -> None:
+        """The server may not or cannot be reached: the job fails before anything is rendered."""
+        runtime.set_state(scene, jobstate.fail(jobstate.JobState(), code, message))
+        self.report({"ERROR"}, f"Segment Scene: {message}")
 
     def _begin(self, context, config):
         from dataset_tools.render import render_views_steps
@@ -104,6 +123,10 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         if settings is None:
             return {"CANCELLED"}
         config, options = settings
+        problem = probe(client_config(get_preferences(context)), PROBE_S)
+        if problem is not None:
+            self._server_failed(context.scene, "server_unavailable", problem)
+            return {"CANCELLED"}
         wm = context.window_manager
         wm.progress_begin(0, config.n_train)
         try:
@@ -123,10 +146,17 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         if settings is None:
             return {"CANCELLED"}
         self._config, self._options = settings
+        config = client_config(get_preferences(context))
+        self._probe_events: queue.Queue | None = queue.Queue()
+        self._probe = JobThread(dataclasses.replace(config, timeout_s=min(config.timeout_s, PROBE_S)), None,
+                                self._probe_events)
+        self._probe.start()
         try:
             self._begin(context, self._config)
         except (DatasetError, RuntimeError, OSError) as e:
             return self._fail(e)
+        runtime.set_state(self._scene, jobstate.transition(runtime.SESSION.state, jobstate.Phase.RENDERING,
+                                                           message="checking the server…"))
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.01, window=context.window)
         wm.modal_handler_add(self)
@@ -140,6 +170,7 @@ class USEG_OT_segment_scene(bpy.types.Operator):
     def modal(self, context, event):
         cancelled = runtime.SESSION.state.phase == jobstate.Phase.CANCELLED
         if event.type == "ESC" or cancelled:
+            self._probe.stop()
             self._steps.close()  # restores the scene
             if not cancelled:
                 runtime.set_state(self._scene, jobstate.request_cancel(runtime.SESSION.state))
@@ -148,6 +179,17 @@ class USEG_OT_segment_scene(bpy.types.Operator):
             return {"CANCELLED"}
         if event.type != "TIMER" or event.timer is not self._timer:
             return {"PASS_THROUGH"}
+        if self._probe_events is not None:  # the ping first: render only for a server that answers
+            if self._probe.is_alive():
+                return {"RUNNING_MODAL"}
+            problem = probe_outcome(drain(self._probe_events))
+            self._probe_events = None
+            if problem is not None:
+                self._steps.close()
+                self._end_modal(context)
+                runtime.set_state(self._scene, jobstate.fail(runtime.SESSION.state, "server_unavailable", problem))
+                self.report({"ERROR"}, f"Segment Scene: {problem}")
+                return {"CANCELLED"}
         try:
             finished = self._step()
         except (DatasetError, RuntimeError, OSError) as e:

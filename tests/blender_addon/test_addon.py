@@ -106,25 +106,42 @@ def test_cancel_a_running_job(addon):
     assert ("WARNING", "Segmentation cancelled") in runtime.SESSION.reports
 
 
-def test_server_down_is_a_clear_report_not_a_hang(addon):
+def test_server_down_is_reported_at_once_before_rendering(addon):
     from blender_addon import preferences
 
     scene, bpy, runtime = addon
     preferences.FALLBACK.server_address = f"tcp://127.0.0.1:{free_port()}"
-    preferences.FALLBACK.timeout_s = 1.0
-    # As the panel's button calls it (invoke); headless there is no window, so it renders at once.
-    assert bpy.ops.useg.segment_scene("INVOKE_DEFAULT") == {"FINISHED"}
-    assert pump_until_idle(runtime, 10) < 6
+    preferences.FALLBACK.timeout_s = 30.0  # the ping before rendering waits far less than the job timeout
+    t0 = time.monotonic()
+    # As the panel's button calls it (invoke); headless there is no window, so it runs at once. Background
+    # bpy turns the operator's ERROR report into a RuntimeError.
+    with pytest.raises(RuntimeError, match="no reply from the job server"):
+        bpy.ops.useg.segment_scene("INVOKE_DEFAULT")
+    assert time.monotonic() - t0 < 4
     props = scene.ultrametric_seg
     assert props.phase == "failed" and "no reply from the job server" in props.error
     assert "server_unavailable" in props.status
-    assert any(level == "ERROR" and "backend serve" in msg for level, msg in runtime.SESSION.reports)
+    assert runtime.SESSION.thread is None  # nothing was rendered or sent
     assert bpy.ops.useg.segment_scene.poll()  # ready for another try
+
+
+def test_a_remote_server_needs_online_access(addon):
+    from blender_addon import preferences
+
+    scene, bpy, runtime = addon
+    if bpy.app.online_access:
+        pytest.skip("this Blender has online access on")
+    preferences.FALLBACK.server_address = "tcp://192.0.2.1:5557"  # TEST-NET-1: never contacted
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.useg.segment_scene()
+    assert scene.ultrametric_seg.phase == "failed" and runtime.SESSION.thread is None
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.useg.ping_server()
 
 
 def test_bad_settings_are_reported(addon):
     scene, bpy, runtime = addon
-    with pytest.raises(RuntimeError, match="unknown engine"):
+    with pytest.raises(TypeError, match="not found"):  # the engine is an enum: no typo reaches a render
         bpy.ops.useg.segment_scene(engine="eevee-next")
     assert runtime.SESSION.state.phase == "idle"
 
@@ -140,6 +157,7 @@ def test_render_dataset_operator_writes_the_cli_layout(addon, tmp_path):
                 "gt_seg/val/r_0_seg_objects.tif", "gt_seg/val/r_0_ids.png", "hierarchy.json", "meta.json"):
         assert (out / rel).is_file(), rel
     assert read_tiff(out / "gt_seg/val/r_0_seg_objects.tif").max() > 0
+    assert scene.ultrametric_seg.phase == "idle" and "Wrote the Blender-HS dataset" in scene.ultrametric_seg.message
     scene.ultrametric_seg.dataset_dir = "//relative"
     with pytest.raises(RuntimeError, match="Save the .blend first"):
         bpy.ops.useg.render_dataset(n_train=1, n_val=0)
@@ -202,3 +220,28 @@ def test_import_result_file_operator(addon, tmp_path):
     assert scene.ultrametric_seg.segments == 1
     with pytest.raises(RuntimeError, match="no result file"):
         bpy.ops.useg.import_result(filepath=str(tmp_path / "missing.npz"))
+
+
+def test_dataset_render_steps_stop_early_and_resume(addon, tmp_path):
+    """What the modal Render Blender-HS Dataset does: one view per step; closing the steps (Esc, Cancel)
+    restores the scene and keeps the finished views, which a new render skips."""
+    from dataset_tools.config import RenderConfig
+    from dataset_tools.dataset import render_dataset_steps
+
+    scene, bpy, _ = addon
+    config = RenderConfig(n_train=3, n_val=1, n_test=0, width=24, height=24, engine="workbench", samples=1,
+                          rotations=())
+    before = (scene.camera, scene.render.resolution_x, len(bpy.data.objects))
+    steps = render_dataset_steps(tmp_path / "hs", config, scene)
+    assert next(steps)[:2] == (1, 4)
+    steps.close()
+    assert (scene.camera, scene.render.resolution_x, len(bpy.data.objects)) == before
+    steps = render_dataset_steps(tmp_path / "hs", config, scene)
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps)[0])
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert seen == [1, 2, 3, 4] and (result.rendered, result.skipped) == (3, 1)

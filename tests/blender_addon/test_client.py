@@ -85,3 +85,16 @@ def test_ping_and_bad_address(server):
     assert isinstance(events[0], P.Pong)
     events = _run(JobThread(ClientConfig(address="http://nope"), None))
     assert isinstance(events[0], ClientFailed) and events[0].code == "bad_address"
+
+
+@pytest.mark.parametrize("address,loopback", [
+    ("tcp://127.0.0.1:5557", True), ("tcp://127.8.0.3:1", True), ("tcp://localhost:5557", True),
+    ("tcp://[::1]:5557", True), ("ipc:///tmp/useg.sock", True), ("tcp://192.168.1.20:5557", False),
+    ("tcp://gpu-box.example.org:5557", False), ("tcp://[2001:db8::1]:5557", False), ("bogus", False),
+])
+def test_loopback_needs_no_online_access(address, loopback):
+    from blender_addon.client import is_loopback, network_refusal
+
+    assert is_loopback(address) is loopback
+    assert network_refusal(address, online_access=True) is None
+    assert (network_refusal(address, online_access=False) is None) is loopback
