@@ -83,7 +83,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from backend.service_cli import add_keys_parser, add_serve_parser, add_submit_parser
+    from backend.service_cli import add_fetch_parser, add_keys_parser, add_serve_parser, add_submit_parser
 
     parser = Parser(prog="backend", description="Ultrametric feature fields: view-consistent "
                                      "hierarchical 3D segmentation from inconsistent 2D masks")
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
     add_submit_parser(sub)
+    add_fetch_parser(sub)
     add_keys_parser(sub)
     return parser
 

@@ -129,12 +129,26 @@ def adapt_to_resolution(cfg: PipelineConfig, scene: Scene) -> PipelineConfig:
     return dataclasses.replace(cfg, pointcloud=pc, segment=sg)
 
 
-def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress | None = None) -> Segmentation3D:
-    """Fuse the training views' surface points and features into a cloud and build its single-linkage tree."""
+def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress | None = None,
+                  should_stop: ShouldStop | None = None) -> Segmentation3D:
+    """Fuse the training views' surface points and features into a cloud and build its single-linkage tree.
+    Each view is subsampled to ``2 * max_points / views`` points before fusion (memory bounded by the settings,
+    not the image size); ``should_stop()`` is checked between views (raises ``InterruptedError``)."""
     if progress is not None:
         progress(ProgressEvent(stage="segmentation", step=0, total=3, message="feature point cloud"))
     cfg = adapt_to_resolution(cfg, scene)
-    points, features, colors = trainer.feature_points(list(range(scene.num_views)))
+    per_view = max(1, -(-2 * cfg.max_points // max(scene.num_views, 1)))
+    rng = np.random.default_rng(cfg.seed)
+    parts = []
+    for v in range(scene.num_views):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("cancelled during segmentation")
+        p, f, c = trainer.feature_points([v])
+        if len(p) > per_view:
+            keep = np.sort(rng.choice(len(p), per_view, replace=False))
+            p, f, c = p[keep], f[keep], c[keep]
+        parts.append((p, f, c))
+    points, features, colors = (np.concatenate([x[i] for x in parts], 0) for i in range(3))
     cloud = fuse_points(points, colors, features, cfg.pointcloud)
     if len(cloud) > cfg.max_points:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(cloud), cfg.max_points, replace=False))

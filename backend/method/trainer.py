@@ -267,8 +267,17 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore a checkpoint written by :meth:`save_checkpoint` (same scene, same config)."""
-        state = torch.load(Path(path), map_location=self.device, weights_only=False)
-        self._check_fingerprint(state.get("fingerprint"), self.fingerprint, Path(path))
+        path = Path(path)
+        try:  # weights only: a crafted checkpoint.pt cannot run code (the state holds tensors and plain types)
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # noqa: BLE001 - truncated, corrupted, or not a checkpoint of this project
+            raise TrainError(f"cannot read the checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''} "
+                             "(truncated or not written by `backend train`; use --restart to start over)") from None
+        if not isinstance(state, dict) or not {"model", "occupancy", "optimizer", "step", "rng"} <= set(state):
+            raise TrainError(f"{path} is not a checkpoint of `backend train` (use --restart to start over)")
+        self._check_fingerprint(state.get("fingerprint"), self.fingerprint, path)
         self.field.load_state_dict(state["model"])
         self.occupancy.load_state_dict(state["occupancy"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -297,7 +306,11 @@ class Trainer:
             if self.should_stop is not None and self.should_stop():
                 stopped = True
                 break
-            self.last_losses = self.train_step()
+            try:
+                self.last_losses = self.train_step()
+            except KeyboardInterrupt:  # keep what was computed: the next run resumes from here
+                self.save_checkpoint()
+                raise
             self.step += 1
             every = self.cfg.checkpoint_every
             if self.run_dir is not None and every > 0 and self.step % every == 0 and self.step < total:

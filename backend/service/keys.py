@@ -12,6 +12,7 @@ Layout of a keys folder made by :func:`create_keys`::
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,13 +44,21 @@ def create_keys(folder: Path, overwrite: bool = False) -> Path:
     if not zmq.has("curve"):
         raise KeysError("this libzmq was built without CURVE support")
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise KeysError(f"{folder} exists and is not a folder")
     if (folder / SERVER_SECRET).exists() and not overwrite:
-        raise KeysError(f"{folder / SERVER_SECRET} exists; pass overwrite to replace the keys")
-    folder.mkdir(parents=True, exist_ok=True)
-    zmq.auth.create_certificates(str(folder), "server")
-    zmq.auth.create_certificates(str(folder), "client")
+        raise KeysError(f"{folder / SERVER_SECRET} exists; use --force to replace the keys "
+                        "(clients holding the old ones will be refused)")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    old = os.umask(0o077)  # secrets are never readable by others, not even for an instant
+    try:
+        zmq.auth.create_certificates(str(folder), "server")
+        zmq.auth.create_certificates(str(folder), "client")
+    finally:
+        os.umask(old)
     auth = folder / AUTHORIZED_DIR
-    auth.mkdir(exist_ok=True)
+    auth.mkdir(mode=0o700, exist_ok=True)
+    auth.chmod(0o700)  # whatever the umask: who may connect is not for others to change
     shutil.copy(folder / CLIENT_PUBLIC, auth / CLIENT_PUBLIC)
     for secret in (SERVER_SECRET, CLIENT_SECRET):
         (folder / secret).chmod(0o600)

@@ -193,7 +193,7 @@ def test_vanished_client_does_not_stall_the_queue(tmp_path):
         c1 = client_for(srv)
         job = c1.submit(scene, P.JobOptions(iterations=60))
         c1.close()  # gone mid-job
-        with client_for(srv) as c2:
+        with client_for(srv, client_token=c1.client_token) as c2:
             other = c2.submit(make_scene(seed=7))
             c2.wait(other)
             check_result(c2.fetch(job), scene)  # the orphan finished; result kept
@@ -207,7 +207,7 @@ def test_orphaned_jobs_cancelled_when_configured(tmp_path):
         c1 = client_for(srv)
         job = c1.submit(make_scene(), P.JobOptions(iterations=100_000))
         c1.close()
-        with client_for(srv) as c2:
+        with client_for(srv, client_token=c1.client_token) as c2:
             deadline = time.monotonic() + 5
             while c2.status(job).jobs[0].state != "cancelled":
                 assert time.monotonic() < deadline
@@ -348,8 +348,9 @@ def _spawn_server(workdir: Path) -> tuple[subprocess.Popen, str]:
 
 def test_server_killed_mid_job_then_restarted_reports_job_failed(tmp_path):
     proc, address = _spawn_server(tmp_path / "jobs")
+    token = "restart-test-token-0123456789"
     try:
-        with JobClient(address, timeout_s=2) as c:
+        with JobClient(address, timeout_s=2, client_token=token) as c:
             job = c.submit(make_scene(), P.JobOptions(iterations=100_000))
             for p in c.progress(job):
                 if p.stage == "training":
@@ -364,7 +365,7 @@ def test_server_killed_mid_job_then_restarted_reports_job_failed(tmp_path):
     assert json.loads((tmp_path / "jobs" / job / "state.json").read_text())["state"] == "running"
     proc, address = _spawn_server(tmp_path / "jobs")
     try:
-        with JobClient(address, timeout_s=5) as c:
+        with JobClient(address, timeout_s=5, client_token=token) as c:
             info = c.status(job).jobs[0]
             assert info.state == "failed" and info.error_code == "job_failed"
             for call in (c.wait, c.fetch):
@@ -397,7 +398,7 @@ def _write_folder(scene, folder: Path) -> None:
     (folder / "transforms_train.json").write_text(json.dumps(tf))
 
 
-def _submit_cli(argv: list[str]) -> int:
+def _submit_cli(argv: list[str], tmp_path: Path | None = None) -> int:
     import argparse
 
     from backend.service_cli import add_submit_parser
@@ -405,6 +406,8 @@ def _submit_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="backend")
     add_submit_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["submit", *argv])
+    if "--token-file" not in argv:  # never the user's own token file
+        args.token_file = Path(os.environ.get("PYTEST_TOKEN_DIR", "/tmp")) / f"umseg-test-token-{os.getpid()}"
     return args.func(args)
 
 
@@ -435,7 +438,7 @@ def test_submit_command_fails_clearly_without_server(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "no reply from the job server" in err and not (tmp_path / "out").exists()
     rc = _submit_cli([str(tmp_path / "nope"), "--server", f"tcp://127.0.0.1:{port}", "--out", str(tmp_path / "out")])
-    assert rc == 1 and "does not exist" in capsys.readouterr().err
+    assert rc == 2 and "does not exist" in capsys.readouterr().err  # bad input
 
 
 def test_keys_command_and_serve_refusing_an_open_bind_without_keys(tmp_path, capsys):
@@ -453,7 +456,8 @@ def test_keys_command_and_serve_refusing_an_open_bind_without_keys(tmp_path, cap
     assert (tmp_path / "k" / "authorized_clients" / "client.key").is_file()
     assert ((tmp_path / "k" / "server.key_secret").stat().st_mode & 0o077) == 0
     assert "--keys" in capsys.readouterr().out
-    assert args.func(args) == 1 and "exists" in capsys.readouterr().err  # no silent overwrite
+    err = (args.func(args), capsys.readouterr().err)
+    assert err[0] == 2 and "exists" in err[1] and "--force" in err[1] and "overwrite" not in err[1]  # no silent overwrite
     assert backend_main(["serve", "--bind", "tcp://0.0.0.0:5599", "--workdir", str(tmp_path / "w")]) == 2
     assert "requires CurveZMQ keys" in capsys.readouterr().err
 

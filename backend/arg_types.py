@@ -1,0 +1,85 @@
+"""argparse types of the ``backend`` commands: every numeric option, device and address is checked when the
+command line is parsed, so bad input ends with one ``error:`` line (exit 2) before any work. Standard library
+only (``backend --help`` stays instant; the device's availability is checked by the command itself).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+_DEVICE = re.compile(r"\A(auto|cpu|cuda(:[0-9]{1,2})?|mps)\Z")
+_TCP = re.compile(r"\Atcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+|\*):([0-9]{1,5}|\*)\Z")
+
+
+def _number(text: str, kind: type) -> float | int:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def bounded(kind: type, lo: float | None = None, hi: float | None = None, lo_open: bool = False):
+    """An argparse type: ``kind`` (int or float, finite) in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
+
+    def parse(text: str):
+        value = _number(text, kind)
+        if lo is not None and (value <= lo if lo_open else value < lo):
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {text!r}")
+        if hi is not None and value > hi:
+            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = bounded(int, 1)
+positive_float = bounded(float, 0, lo_open=True)
+seed = bounded(int, 0, 2**32 - 1)
+
+
+def device(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (availability is checked when the command starts)."""
+    if not _DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
+
+
+def endpoint(text: str) -> str:
+    """A ZeroMQ address: ``tcp://HOST:PORT`` (PORT 1-65535), ``ipc://PATH`` or ``inproc://NAME``."""
+    if text.startswith(("ipc://", "inproc://")) and len(text.split("://", 1)[1]) > 0:
+        return text
+    m = _TCP.match(text)
+    if m is None:
+        raise argparse.ArgumentTypeError(f"expected tcp://HOST:PORT (or ipc://PATH), got {text!r}")
+    if m.group(2) != "*" and not 1 <= int(m.group(2)) <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {text!r}")
+    return text
+
+
+def server_address(text: str) -> str:
+    """An address to connect to: an :func:`endpoint` without ``*``."""
+    text = endpoint(text)
+    if "*" in text:
+        raise argparse.ArgumentTypeError(f"a server address needs a host and a port, got {text!r}")
+    return text
+
+
+def check_device_available(name: str) -> str | None:
+    """Why the torch device ``name`` cannot be used here (None: it can). Imports torch."""
+    import torch
+
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"device {name!r}: no CUDA GPU is available here (use --device cpu or auto)"
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            return f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return "device 'mps' is not available here (use --device cpu or auto)"
+    return None
