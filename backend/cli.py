@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from backend import arg_types as T
 from backend.progress_bars import ProgressBars
 
 EXIT_ERROR = 2
@@ -39,24 +40,31 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--preset", default=presets.DEFAULT_TRAIN_PRESET, choices=presets.PRESET_NAMES,
                    help=f"training preset (default %(default)s). {presets.describe(presets.PRESETS)}")
-    p.add_argument("--iterations", type=int, default=None, help="override the preset's iterations")
+    p.add_argument("--iterations", type=T.bounded(int, 1, 10_000_000), default=None,
+                   help="override the preset's iterations")
     p.add_argument("--mask-source", "--masks", dest="masks", default="classical", choices=sorted(PROVIDERS),
                    help="2D mask source (default %(default)s; sam needs --sam-checkpoint; noisy-gt is an evaluation "
                         "aid that reads the ground truth)")
     p.add_argument("--sam-checkpoint", type=Path, default=None, help="segment-anything checkpoint (vit_h/l/b .pth)")
     p.add_argument("--geometry", default="auto", choices=["auto", "depth", "nerf"],
                    help="depth: given depth is the geometry; nerf: learn density (default auto)")
-    p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-views", type=int, default=None, help="use only the first N training views")
+    p.add_argument("--device", default="auto", type=T.device, help="torch device: auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--max-views", type=T.positive_int, default=None, help="use only the first N training views")
     p.add_argument("--no-ultrametric", action="store_true", help="ablation: Euclidean contrastive loss only")
     p.add_argument("--no-hierarchical-sampling", action="store_true", help="ablation: all masks on one level")
     p.add_argument("--no-depth-continuity", action="store_true", help="ablation: no depth continuity loss")
 
 
+class DeviceError(ValueError):
+    """The asked-for torch device is not available here."""
+
+
 def _device(name: str) -> str:
     from backend.method.trainer import resolve_device
 
+    if name != "auto" and (why := T.check_device_available(name)):
+        raise DeviceError(why)
     return str(resolve_device(name))
 
 
@@ -112,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, default=None, help="where eval.md / eval.json go (default RUN)")
     e.add_argument("--ablations", action="store_true",
                    help="also train and score --no-ultrametric, --no-hierarchical-sampling, --no-depth-continuity")
-    e.add_argument("--max-views", type=int, default=None, help="evaluate only the first N val views")
-    e.add_argument("--max-threshold", type=float, default=0.5,
+    e.add_argument("--max-views", type=T.positive_int, default=None, help="evaluate only the first N val views")
+    e.add_argument("--max-threshold", type=T.bounded(float, 0.01, 2), default=0.5,
                    help="evaluate thresholds 0.01..MAX in steps of 0.01 (paper: 0.5, 50 thresholds; the tree allows any)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)
@@ -121,11 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="render the bundled example, train on CPU, segment, evaluate (< 10 min)")
     d.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default ./demo_output)")
     d.add_argument("--example", default="table_set", help="example scene (table_set, bookshelf, vehicle)")
-    d.add_argument("--views", type=int, default=32, help="training views (default %(default)s)")
-    d.add_argument("--res", type=int, default=128, help="image size (default %(default)s)")
+    d.add_argument("--views", type=T.positive_int, default=32, help="training views (default %(default)s)")
+    d.add_argument("--res", type=T.bounded(int, 8, 8192), default=128, help="image size (default %(default)s)")
     d.add_argument("--masks", default="classical", help="mask source (classical, noisy-gt)")
-    d.add_argument("--iterations", type=int, default=3000, help="training iterations (default %(default)s)")
-    d.add_argument("--device", default="auto")
+    d.add_argument("--iterations", type=T.bounded(int, 1, 10_000_000), default=3000, help="training iterations (default %(default)s)")
+    d.add_argument("--device", default="auto", type=T.device)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
@@ -233,12 +241,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from backend.method.trainer import TrainError
 
-    known = (DataError, RunError, SceneError, MaskSourceError, ConfigError, TrainError, FileNotFoundError,
-             NotADirectoryError, PermissionError)
+    known = (DataError, RunError, SceneError, MaskSourceError, ConfigError, TrainError, DeviceError)
     try:
         return int(args.func(args) or 0)
     except known as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:  # a run / output folder that is a file, read-only, on a full disk...
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as e:  # a truncated train_config.json / results file read by the pipeline
+        if type(e).__name__ not in ("JSONDecodeError", "BadZipFile", "UnpicklingError"):
+            raise
+        print(f"error: a file of the run is truncated or corrupted: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("\ninterrupted; what was computed is kept (run the same command to resume)", file=sys.stderr)

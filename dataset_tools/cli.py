@@ -7,6 +7,7 @@ log lines go to stdout. bpy is imported only when a command runs, so ``--help`` 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from .config import DEFAULT_ROTATIONS, DEVICES, ENGINES, RenderConfig
@@ -17,9 +18,36 @@ EXIT_ERROR = 2
 
 def _rotations(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
+        values = tuple(float(t) for t in text.split(",") if t.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated degrees, got {text!r}") from None
+    if not values or not all(math.isfinite(v) and -360 <= v <= 360 for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite degrees in [-360, 360], got {text!r}")
+    return values
+
+
+def _int_at_least(lo: int, hi: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi if hi is not None else 'inf'}], got {text!r}")
+        return v
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _finite_positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return v
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -33,23 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("render", help="render a Blender-HS folder from a .blend file")
     r.add_argument("blend", help="input .blend file")
     r.add_argument("out", help="output folder (created; an interrupted render resumes)")
-    r.add_argument("--train", type=int, default=d.n_train, help="training views (default %(default)s)")
-    r.add_argument("--val", type=int, default=d.n_val, help="validation views (default %(default)s)")
-    r.add_argument("--test", type=int, default=d.n_test, help="test views (default %(default)s)")
-    r.add_argument("--res", type=int, default=d.width, help="square image size in pixels (default %(default)s)")
-    r.add_argument("--samples", type=int, default=d.samples, help="Cycles samples (default %(default)s)")
+    r.add_argument("--train", type=_int_at_least(1), default=d.n_train, help="training views (default %(default)s)")
+    r.add_argument("--val", type=_int_at_least(0), default=d.n_val, help="validation views (default %(default)s)")
+    r.add_argument("--test", type=_int_at_least(0), default=d.n_test, help="test views (default %(default)s)")
+    r.add_argument("--res", type=_int_at_least(8, 16384), default=d.width, help="square image size in pixels (default %(default)s)")
+    r.add_argument("--samples", type=_int_at_least(1), default=d.samples, help="Cycles samples (default %(default)s)")
     r.add_argument("--rotations", type=_rotations, default=DEFAULT_ROTATIONS,
                    help="val rotations in degrees (default 10,45,90,135)")
-    r.add_argument("--seed", type=int, default=d.seed, help="camera and sampling seed (default %(default)s)")
+    r.add_argument("--seed", type=_int_at_least(0, 2**31 - 1), default=d.seed, help="camera and sampling seed (default %(default)s)")
     r.add_argument("--hemisphere", action=argparse.BooleanOptionalAction, default=d.hemisphere,
                    help="cameras on the upper hemisphere only (default on; --no-hemisphere: whole sphere)")
     r.add_argument("--engine", choices=sorted(ENGINES), default=d.engine, help="render engine (default %(default)s)")
     r.add_argument("--use-scene-cameras", action="store_true", help="use the scene's cameras as the train views")
-    r.add_argument("--fov", type=float, default=d.camera_angle_x, help="camera_angle_x in radians (default %(default)s)")
+    r.add_argument("--fov", type=_finite_positive, default=d.camera_angle_x, help="camera_angle_x in radians (default %(default)s)")
     r.add_argument("--frame", type=_names, default=d.frame, metavar="NAMES",
                    help="comma-separated collections or objects the cameras frame; '*' = everything "
                         "(default: everything but large flat backdrops such as a floor)")
-    r.add_argument("--threads", type=int, default=0, help="render threads (0 = all cores)")
+    r.add_argument("--threads", type=_int_at_least(0), default=0, help="render threads (0 = all cores)")
     r.add_argument("--device", choices=DEVICES, default=d.device,
                    help="Cycles device: auto = a GPU when Blender finds one, else CPU (default %(default)s)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -60,6 +60,28 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"cannot read {path}: {e}") from None
 
 
+def _read_depth(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A planar depth map ``[H, W]``: a float .npy (never unpickled) of the image's size, finite and >= 0."""
+    try:
+        d = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # truncated, pickled or not an .npy
+        raise DataError(f"cannot read depth {path}: {str(e)[:200]} (expected a float .npy of shape {shape})") from None
+    if not isinstance(d, np.ndarray) or d.shape != shape or d.dtype.kind not in "fiu":
+        raise DataError(f"depth {path} is {getattr(d, 'dtype', type(d).__name__)}{list(getattr(d, 'shape', ()))}, "
+                        f"expected a float array of shape {list(shape)}")
+    d = d.astype(np.float32)
+    if not np.isfinite(d).all() or (d < 0).any():
+        raise DataError(f"depth {path} has NaN/inf or negative values (0 = background)")
+    return d
+
+
+def _number(tf: dict, key: str, where: str, positive: bool = True) -> float:
+    v = tf[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
+        raise DataError(f"{where}: {key} must be a {'positive ' if positive else ''}finite number, got {v!r}")
+    return float(v)
+
+
 def _read_image(path: Path) -> np.ndarray:
     from PIL import Image
 
@@ -95,18 +117,37 @@ def load_scene(folder: str | Path, split: str = "train", transforms: str | None 
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"dataset folder {folder} does not exist")
-    tf = _read_json(folder / (transforms or f"transforms_{split}.json"))
+    where = transforms or f"transforms_{split}.json"
+    tf = _read_json(folder / where)
+    if not isinstance(tf, dict):
+        raise DataError(f"{where} must hold a JSON object with 'frames'")
     frames = tf.get("frames") or []
+    if not isinstance(frames, list):
+        raise DataError(f"{where}: 'frames' must be a list, got {type(frames).__name__}")
     if not frames:
-        raise DataError(f"{transforms or f'transforms_{split}.json'} lists no frames")
+        raise DataError(f"{where} lists no frames")
     if max_views is not None:
+        if max_views < 1:
+            raise DataError(f"max_views must be >= 1, got {max_views}")
         frames = frames[:max_views]
     images, c2ws, names, depths = [], [], [], []
-    for f in frames:
+    for i, f in enumerate(frames):
+        if not isinstance(f, dict) or not isinstance(f.get("file_path"), str) or not f["file_path"].strip():
+            raise DataError(f"{where}: frame {i} needs a 'file_path' string")
         rel = f["file_path"].lstrip("./") if f["file_path"].startswith("./") else f["file_path"]
         img_path = folder / rel
+        try:
+            m = np.asarray(f.get("transform_matrix"), np.float64)
+        except (TypeError, ValueError):  # ragged or non-numeric
+            raise DataError(f"{where}: frame {i} transform_matrix must be a 4x4 matrix of numbers") from None
+        if m.shape != (4, 4):
+            raise DataError(f"{where}: frame {i} transform_matrix must be 4x4, got shape {list(m.shape)}")
+        if not np.isfinite(m).all():
+            raise DataError(f"{where}: frame {i} transform_matrix contains NaN/inf")
+        if abs(np.linalg.det(m[:3, :3])) < 1e-6:
+            raise DataError(f"{where}: frame {i} transform_matrix has a degenerate rotation (all zero?)")
         images.append(_read_image(img_path))
-        c2ws.append(np.asarray(f["transform_matrix"], np.float64))
+        c2ws.append(m)
         names.append(rel)
         dpath = folder / "depth" / Path(rel).with_suffix(".npy")
         depths.append(dpath if dpath.is_file() else None)
@@ -123,9 +164,7 @@ def load_scene(folder: str | Path, split: str = "train", transforms: str | None 
     K = intrinsics_from_transforms(tf, w, h)
     depth = None
     if with_depth and all(d is not None for d in depths):
-        depth = np.stack([np.load(d).astype(np.float32) for d in depths])
-        if depth.shape != (n, h, w):
-            raise DataError(f"depth maps have shape {depth.shape[1:]} but images are {(h, w)}")
+        depth = np.stack([_read_depth(d, (h, w)) for d in depths])
     scene = Scene(rgb=np.ascontiguousarray(rgba[..., :3]), alpha=np.ascontiguousarray(rgba[..., 3]),
                   c2w=c2w.astype(np.float32), K=np.repeat(K[None], n, 0), depth=depth, names=names)
     try:
@@ -140,13 +179,23 @@ def load_scene(folder: str | Path, split: str = "train", transforms: str | None 
 
 def intrinsics_from_transforms(tf: dict, w: int, h: int) -> np.ndarray:
     """3x3 K from ``fl_x/fl_y/cx/cy`` when present, else from ``camera_angle_x`` (square pixels)."""
+    where = "transforms"
+    for key in ("fl_x", "fl_y", "w", "h"):
+        if key in tf:
+            _number(tf, key, where)
+    for key in ("cx", "cy"):
+        if key in tf:
+            _number(tf, key, where, positive=False)
     if "fl_x" in tf:
         fx = float(tf["fl_x"]) * w / float(tf.get("w", w))
         fy = float(tf.get("fl_y", tf["fl_x"])) * h / float(tf.get("h", h))
         cx = float(tf.get("cx", float(tf.get("w", w)) / 2)) * w / float(tf.get("w", w))
         cy = float(tf.get("cy", float(tf.get("h", h)) / 2)) * h / float(tf.get("h", h))
     elif "camera_angle_x" in tf:
-        fx = fy = 0.5 * w / math.tan(0.5 * float(tf["camera_angle_x"]))
+        angle = _number(tf, "camera_angle_x", where)
+        if not angle < math.pi:
+            raise DataError(f"{where}: camera_angle_x is in radians and must be in (0, pi), got {angle}")
+        fx = fy = 0.5 * w / math.tan(0.5 * angle)
         cx, cy = w / 2, h / 2
     else:
         raise DataError("transforms file has neither fl_x nor camera_angle_x")
