@@ -121,8 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--ablations", action="store_true",
                    help="also train and score --no-ultrametric, --no-hierarchical-sampling, --no-depth-continuity")
     e.add_argument("--max-views", type=T.positive_int, default=None, help="evaluate only the first N val views")
+    e.add_argument("--protocol", default="auto", choices=["auto", "paper", "exact-geometry"],
+                   help="paper: predictions from the model alone (novel-view depth rendered by the field; nerf runs); "
+                        "exact-geometry: exact rendered depth for every view, as in Blender; auto: paper for nerf "
+                        "runs, exact-geometry for depth runs (default %(default)s)")
     e.add_argument("--max-threshold", type=T.bounded(float, 0.01, 2), default=0.5,
-                   help="evaluate thresholds 0.01..MAX in steps of 0.01 (paper: 0.5, 50 thresholds; the tree allows any)")
+                   help="largest fixed cut, as the released code's Euclidean distance between unit features "
+                        "(cuts 0.01, 0.02, ... MAX; default %(default)s)")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)
 
@@ -172,7 +177,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     with ProgressBars(not args.quiet) as bars:
         md = evaluate_run(args.data, args.run, args.out, ablations=args.ablations,
-                          eval_cfg=EvalConfig(max_views=args.max_views, max_threshold=args.max_threshold),
+                          eval_cfg=EvalConfig(max_views=args.max_views, max_threshold=args.max_threshold,
+                                             protocol=args.protocol),
                           progress=bars)
     print(md.read_text())
     print(f"written: {md}")

@@ -425,7 +425,8 @@ def run_ray(tasks: list[tuple[str, str]], out_root: Path, options: list[str], ad
     _check_reachable(address)
     try:
         if address == "local":
-            ray.init(address="local", num_cpus=workers, include_dashboard=False,
+            # a local instance binds to loopback only (nothing of it is reachable from, or talks to, the network)
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1",
                      object_store_memory=200 * 1024 * 1024, **init)
         else:
             ray.init(address=address, **init)

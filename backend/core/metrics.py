@@ -1,13 +1,19 @@
-"""Evaluation metrics of the paper (Sec. 5.1, A.3): Normalized Covering, Segmentation Injectivity, View
-Consistency, depth error, and a Markdown table like Table 1.
+"""Evaluation metrics of the paper (Sec. 5.1, appendix A.3): Normalized Covering (dense Eq. 6 and the released
+scripts' point-sampled form), Segmentation Injectivity, View Consistency, depth error, and a Markdown table
+like Table 1.
 
-A prediction is a stack of label maps ``pred`` int [T, H, W], one per threshold (granularity) ``t``; label -1
-means unassigned (no predicted segment), and ``F(v, p, t)`` = the segment of ``pred[t]`` containing pixel
-``p`` (empty when unassigned). Ground truth is a stack of boolean masks ``gt_masks`` [G, H, W] (they may
-overlap); masks under ``min_size`` = 20 pixels are excluded everywhere (paper Sec. 5.1).
+A prediction answers ``F(v, p, t)``: the predicted segment containing pixel ``p`` of view ``v`` at granularity
+``t`` (empty when unassigned). It is a :class:`Prediction`: label maps ``labels`` int [T, H, W] (-1 =
+unassigned) that are either
 
-Everything is vectorised: the IoU of every GT mask with every predicted segment at every threshold comes
-from one sparse contingency product, never from loops over pixels. A metric over zero eligible GT masks is
+- a partition per granularity (``regions`` None): ``F(v, p, t)`` = the pixels labelled like ``p`` at ``t``
+  (our 2D and 3D results, one label map per threshold), or
+- indices into overlapping ``regions`` bool [M, H, W] (``F(v, p, t)`` = ``regions[labels[t, p]]``): e.g. a
+  SAM user's masks queried at a point (:func:`query_masks`), without turning them into a partition first.
+
+Ground truth is a stack of boolean masks ``gt_masks`` [G, H, W] (they may overlap); masks under
+``min_size`` = 20 pixels are excluded everywhere (Sec. 5.1). A plain int array is accepted wherever a
+:class:`Prediction` is (a partition). Everything is vectorised; a metric over zero eligible GT masks is
 ``nan`` (callers average over views with ``np.nanmean``).
 """
 
@@ -145,35 +151,195 @@ def _sample_in_masks(masks_flat: np.ndarray, rng: np.random.Generator, samples: 
     return p_idx[np.minimum(pick, max(p_idx.size - 1, 0))] if p_idx.size else np.zeros_like(pick)
 
 
-def _best_threshold(table: IoUTable, pred_flat: np.ndarray, g: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """For query pixels ``p`` of GT masks ``g`` (same shape), the threshold index maximising
-    ``IoU(A_g, F(v, p, t))`` (A.3's argmax; ties -> the smallest threshold)."""
-    T = pred_flat.shape[0]
-    t = np.arange(T).reshape((T,) + (1,) * p.ndim)
-    ious = table.lookup(t, pred_flat[t, p[None]], g[None])
+# ---------------------------------------------------------------------------------------------------------------
+# Predictions: partitions per granularity, or overlapping regions queried per granularity
+
+
+@dataclass
+class Prediction:
+    """``F(v, p, t)`` for one view (see the module docstring).
+
+    ``labels`` int [T, H, W] (-1 = unassigned); ``regions`` bool [M, H, W] or None (labels then form a
+    partition per granularity).
+    """
+
+    labels: np.ndarray
+    regions: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = _as_pred(self.labels)
+        if self.regions is not None:
+            r = np.asarray(self.regions)
+            if r.ndim != 3 or r.dtype != bool or r.shape[1:] != self.labels.shape[1:]:
+                raise MetricInputError(f"regions must be bool [M, H, W] matching labels {self.labels.shape}, "
+                                       f"got {r.dtype} {r.shape}")
+            if self.labels.max(initial=-1) >= len(r):
+                raise MetricInputError("labels index past the regions")
+            self.regions = r
+
+    @property
+    def num_thresholds(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.labels.shape[1]), int(self.labels.shape[2])
+
+    def flat(self) -> np.ndarray:
+        """int64 [T, P] labels."""
+        return self.labels.reshape(self.num_thresholds, -1)
+
+    def region(self, t: int, label: int) -> np.ndarray:
+        """bool [P]: the pixels of ``F(v, p, t)`` for a pixel ``p`` with this label at ``t`` (empty for -1)."""
+        if label < 0:
+            return np.zeros(self.labels[0].size, bool)
+        if self.regions is None:
+            return self.flat()[t] == label
+        return self.regions[label].reshape(-1)
+
+
+def as_prediction(pred: np.ndarray | Prediction) -> Prediction:
+    """A :class:`Prediction` (a plain label stack is a partition per granularity)."""
+    return pred if isinstance(pred, Prediction) else Prediction(pred)
+
+
+def query_masks(masks: np.ndarray, num_levels: int = 50) -> Prediction:
+    """Overlapping masks (e.g. SAM's automatic masks of one image) queried like a point-prompted SAM user.
+
+    Rule: granularity ``t`` of ``num_levels`` has a target area ``a_t``, log-spaced from the smallest mask's
+    area to the image area; ``F(v, p, t)`` = the mask containing ``p`` whose area is nearest to ``a_t`` in log
+    scale (ties: the smaller mask); unassigned where no mask contains ``p``. Every mask stays whole: nothing is
+    cut into a partition, so overlaps and inconsistencies count against the masks as they would for a user.
+
+    Shape: ``masks`` bool [M, H, W] -> :class:`Prediction` with ``labels`` [num_levels, H, W].
+
+    >>> m = np.zeros((2, 1, 4), bool); m[0, 0, :1] = True; m[1, 0, :3] = True
+    >>> query_masks(m, 3).labels[:, 0].tolist()
+    [[0, 1, 1, -1], [1, 1, 1, -1], [1, 1, 1, -1]]
+    """
+    masks = np.asarray(masks, bool)
+    if masks.ndim != 3:
+        raise MetricInputError(f"masks must be bool [M, H, W], got {masks.shape}")
+    m, h, w = masks.shape
+    labels = np.full((num_levels, h * w), -1, np.int64)
+    if m == 0:
+        return Prediction(labels.reshape(num_levels, h, w), masks)
+    flat = masks.reshape(m, -1)
+    area = flat.sum(axis=1)
+    nonempty = area > 0
+    if not nonempty.any():
+        return Prediction(labels.reshape(num_levels, h, w), masks)
+    log_area = np.log(np.maximum(area, 1)).astype(np.float64)
+    targets = np.linspace(log_area[nonempty].min(), np.log(h * w), num_levels)
+    # Masks in increasing area: for each target, scan masks from the nearest-area one outwards per pixel is
+    # costly; instead rank masks by |log area - target| (then by area) and paint the worst first.
+    for t, target in enumerate(targets):
+        cost = np.abs(log_area - target) + 1e-9 * area  # ties: the smaller mask
+        order = np.argsort(-cost, kind="stable")
+        lab = labels[t]
+        for k in order:
+            if nonempty[k]:
+                lab[flat[k]] = k
+    return Prediction(labels.reshape(num_levels, h, w), masks)
+
+
+@dataclass
+class _GtIoU:
+    """IoU of every (eligible) GT mask with every predicted segment, and lookups by (t, label, g)."""
+
+    pred: Prediction
+    table: IoUTable | None
+    dense: np.ndarray | None  # float64 [G, M] for region predictions
+
+    @classmethod
+    def of(cls, pred: Prediction, masks: np.ndarray) -> "_GtIoU":
+        if pred.regions is None:
+            return cls(pred, iou_table(pred.labels, masks), None)
+        r = pred.regions.reshape(len(pred.regions), -1).astype(np.float64)
+        g = masks.reshape(len(masks), -1).astype(np.float64)
+        inter = g @ r.T
+        union = g.sum(1)[:, None] + r.sum(1)[None, :] - inter
+        return cls(pred, None, np.where(union > 0, inter / np.maximum(union, 1), 0.0))
+
+    def lookup(self, t: np.ndarray, label: np.ndarray, g: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            return self.table.lookup(t, label, g)
+        assert self.dense is not None
+        t, label, g = np.broadcast_arrays(np.asarray(t), np.asarray(label), np.asarray(g))
+        if self.dense.shape[1] == 0:
+            return np.zeros(t.shape)
+        return np.where(label >= 0, self.dense[g, np.maximum(label, 0)], 0.0)
+
+    def best_per_mask(self) -> np.ndarray:
+        if self.table is not None:
+            return self.table.best_per_mask()
+        assert self.dense is not None
+        return self.dense.max(axis=1, initial=0.0)
+
+    def at_samples(self, p: np.ndarray) -> np.ndarray:
+        """float64 [T, G, S]: IoU with GT mask ``g`` of ``F(v, p[g, s], t)``."""
+        flat = self.pred.flat()
+        t = np.arange(flat.shape[0])[:, None, None]
+        g = np.arange(p.shape[0])[None, :, None]
+        return self.lookup(t, flat[t, p[None]], g)
+
+
+def _best_threshold(ious: np.ndarray) -> np.ndarray:
+    """A.3's ``t = argmax_t IoU(A, F(v, p1, t))`` from :meth:`_GtIoU.at_samples` (ties: the smallest ``t``)."""
     return np.argmax(ious, axis=0)
+
+
+def _pair_iou(pred_a: Prediction, pred_b: Prediction, t: np.ndarray, la: np.ndarray, lb: np.ndarray,
+              mask: np.ndarray | None = None, pull_b: np.ndarray | None = None) -> np.ndarray:
+    """IoU of ``F_a(t, la)`` and ``F_b(t, lb)`` for each entry (0 when either is unassigned or both empty).
+
+    ``pull_b`` int [P_a] maps pixels of view a to pixels of view b (-1: nowhere), so ``F_b`` is compared
+    through it; ``mask`` bool [P_a] restricts the pixels counted. Unique ``(t, la, lb)`` triples are computed
+    once (a GT mask's samples mostly hit the same few segments).
+    """
+    t, la, lb = (np.asarray(x, np.int64).ravel() for x in (t, la, lb))
+    out = np.zeros(t.size)
+    ok = (la >= 0) & (lb >= 0)
+    if not ok.any():
+        return out
+    same_view = pull_b is None and pred_a is pred_b and pred_a.regions is None and mask is None
+    if same_view:  # two segments of one partition: identical or disjoint
+        out[ok] = (la[ok] == lb[ok]).astype(np.float64)
+        return out
+    keys = np.stack([t[ok], la[ok], lb[ok]], 1)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    vals = np.empty(len(uniq))
+    for i, (tt, a, b) in enumerate(uniq):
+        ra = pred_a.region(int(tt), int(a))
+        rb_full = pred_b.region(int(tt), int(b))
+        rb = rb_full if pull_b is None else np.where(pull_b >= 0, rb_full[np.maximum(pull_b, 0)], False)
+        if mask is not None:
+            ra, rb = ra & mask, rb & mask
+        inter = np.count_nonzero(ra & rb)
+        union = np.count_nonzero(ra) + np.count_nonzero(rb) - inter
+        vals[i] = inter / union if union else 0.0
+    out[np.flatnonzero(ok)] = vals[inv.ravel()]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Normalized Covering (Eq. 6)
 
 
-def _pred_and_eligible_masks(pred: np.ndarray, gt_masks: np.ndarray,
-                             min_size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Checked ``pred`` int [T,H,W] and the GT masks of at least ``min_size`` pixels (None when there are none)."""
-    pred = _as_pred(pred)
-    masks = _as_masks(gt_masks, (pred.shape[1], pred.shape[2]))
+def _pred_and_eligible_masks(pred: np.ndarray | Prediction, gt_masks: np.ndarray,
+                             min_size: int) -> tuple[Prediction, np.ndarray | None]:
+    """Checked prediction and the GT masks of at least ``min_size`` pixels (None when there are none)."""
+    pred = as_prediction(pred)
+    masks = _as_masks(gt_masks, pred.shape)
     keep = _eligible(masks, min_size)
     return pred, (masks[keep] if keep.any() else None)
 
 
-def normalized_covering(pred: np.ndarray, gt_masks: np.ndarray, min_size: int = 20) -> float:
-    """Normalized Covering, Eq. 6: ``NC = 1/|S| sum_{A in S} max_{A'} |A n A'| / |A u A'|``.
+def normalized_covering(pred: np.ndarray | Prediction, gt_masks: np.ndarray, min_size: int = 20) -> float:
+    """Normalized Covering, dense Eq. 6: ``NC = 1/|S| sum_{A in S} max_{A'} |A n A'| / |A u A'|``.
 
     ``S`` = GT masks with at least ``min_size`` pixels; ``A'`` ranges over the predicted segments of every
-    threshold (the best granularity is picked per GT mask). ``nan`` when no mask qualifies.
-
-    Shape: ``pred`` int [T, H, W], ``gt_masks`` bool [G, H, W].
+    granularity (the best one is picked per GT mask). ``nan`` when no mask qualifies.
 
     >>> pred = np.array([[[0, 0, 1, 1]]])
     >>> normalized_covering(pred, np.array([[[True, True, True, False]]]), min_size=1)
@@ -182,31 +348,57 @@ def normalized_covering(pred: np.ndarray, gt_masks: np.ndarray, min_size: int = 
     pred, masks = _pred_and_eligible_masks(pred, gt_masks, min_size)
     if masks is None:
         return float("nan")
-    return float(iou_table(pred, masks).best_per_mask().mean())
+    return float(_GtIoU.of(pred, masks).best_per_mask().mean())
 
 
-def normalized_covering_sampled(pred: np.ndarray, gt_masks: np.ndarray, rng: np.random.Generator,
+def normalized_covering_sampled(pred: np.ndarray | Prediction, gt_masks: np.ndarray, rng: np.random.Generator,
                                 samples: int = 100, min_size: int = 20) -> float:
-    """The released code's point-sampled NC: per GT mask sample ``samples`` pixels; at each threshold the
-    predicted segment containing the pixel is a candidate; the mask scores its best candidate IoU.
+    """The released evaluation scripts' NC: per GT mask ``A``, ``samples`` pixels ``p`` uniform in ``A``; each
+    scores ``max_t IoU(A, F(v, p, t))``; the mask scores the MEAN over its samples; NC is the mean over masks.
 
-    Never above :func:`normalized_covering`; equal when every segment of interest gets sampled.
-    Shape: ``pred`` int [T, H, W], ``gt_masks`` bool [G, H, W].
+    Lower than the dense Eq. 6 whenever a GT mask is fragmented (only the fragment around ``p`` counts) or
+    partly unassigned.
+
+    >>> pred = np.array([[[0, 0, 1, 1]]])  # a 4-pixel mask split in two halves
+    >>> normalized_covering_sampled(pred, np.ones((1, 1, 4), bool), np.random.default_rng(0), min_size=1)
+    0.5
     """
     pred, masks = _pred_and_eligible_masks(pred, gt_masks, min_size)
     if masks is None:
         return float("nan")
-    T, h, w = pred.shape
-    flat = pred.reshape(T, h * w)
-    table = iou_table(pred, masks)
     p = _sample_in_masks(masks.reshape(len(masks), -1), rng, samples)  # [G, S]
-    g = np.arange(len(masks))[:, None]
-    t = np.arange(T)[:, None, None]
-    ious = table.lookup(t, flat[t, p[None]], g[None])  # [T, G, S]
-    return float(ious.max(axis=(0, 2)).mean())
+    return float(_GtIoU.of(pred, masks).at_samples(p).max(axis=0).mean(axis=1).mean())
 
 
-def normalized_covering_levels(pred: np.ndarray, gt_by_level: Mapping[str, np.ndarray],
+def normalized_covering_curve(pred: np.ndarray | Prediction, gt_masks: np.ndarray, min_size: int = 20) -> np.ndarray:
+    """Dense NC at each granularity alone: ``NC_t = 1/|S| sum_A max_{A' in F(., t)} IoU(A, A')`` (the curve of
+    NC against the threshold; Eq. 6 picks the best granularity per mask instead).
+
+    Shape: -> float64 [T] (``nan`` when no GT mask qualifies).
+
+    >>> pred = np.array([[[0, 1, 2, 3]], [[0, 0, 1, 1]]])
+    >>> normalized_covering_curve(pred, np.array([[[True, True, False, False]]]), min_size=1).tolist()
+    [0.5, 1.0]
+    """
+    pred, masks = _pred_and_eligible_masks(pred, gt_masks, min_size)
+    T = pred.num_thresholds
+    if masks is None:
+        return np.full(T, np.nan)
+    gi = _GtIoU.of(pred, masks)
+    out = np.zeros((T, len(masks)))
+    if gi.table is not None:
+        np.maximum.at(out, (gi.table.seg_t[gi.table.rows], gi.table.cols), gi.table.iou)
+    else:
+        assert gi.dense is not None
+        for t in range(T):
+            used = np.unique(pred.flat()[t])
+            used = used[used >= 0]
+            if used.size:
+                out[t] = gi.dense[:, used].max(axis=1)
+    return out.mean(axis=1)
+
+
+def normalized_covering_levels(pred: np.ndarray | Prediction, gt_by_level: Mapping[str, np.ndarray],
                                min_size: int = 20) -> dict[str, float]:
     """NC per hierarchy level (e.g. ``{"object": masks, "collection": ..., "scene": ...}``) plus ``"mean"``
     over the levels that have a value (Table 1's NC_mean)."""
@@ -235,72 +427,60 @@ def masks_from_label_image(ids: np.ndarray, include_background: bool = False) ->
 # Segmentation Injectivity (A.3)
 
 
-def segmentation_injectivity(pred: np.ndarray, gt_masks: np.ndarray, rng: np.random.Generator,
+def segmentation_injectivity(pred: np.ndarray | Prediction, gt_masks: np.ndarray, rng: np.random.Generator,
                              samples: int = 100, min_size: int = 20) -> float:
-    """Segmentation Injectivity (A.3): ``SI = 1/(N|S|) sum_A sum_i IoU(F(v,p1,t), F(v,p2,t))``.
+    """Segmentation Injectivity (appendix A.3): ``SI = 1/(N|S|) sum_A sum_i IoU(F(v,p1,t), F(v,p2,t))``.
 
-    For each GT mask ``A`` and sample ``i``: ``p1`` uniform in ``A``; ``t = argmax_t IoU(A, F(v,p1,t))``;
-    ``p2`` uniform in the best-matching predicted mask ``F(v,p1,t)`` (Sec. 5.1: "sample two random points from
-    that mask"); score the IoU of the masks queried at ``p1`` and ``p2``. A sample whose ``p1`` is unassigned
-    scores 0. For label maps (a partition per threshold) every assigned sample scores 1, which is why a
-    hierarchical segmentation scores 100 by construction.
+    For each GT mask ``A`` and sample ``i``: ``p1`` and ``p2`` uniform in ``A``;
+    ``t = argmax_t IoU(A, F(v, p1, t))``; score the IoU of the predicted segments at ``p1`` and ``p2`` at that
+    granularity (0 when either is unassigned). A prediction that splits a GT object into pieces scores low (two
+    points of the object land in different pieces); for a partition the IoU is 1 or 0, for overlapping masks
+    any value in between.
 
-    Shape: ``pred`` int [T, H, W], ``gt_masks`` bool [G, H, W].
+    >>> gt = np.ones((1, 1, 8), bool)
+    >>> whole, halves = np.zeros((1, 1, 8), int), np.array([[[0, 0, 0, 0, 1, 1, 1, 1]]])
+    >>> rng = np.random.default_rng(0)
+    >>> segmentation_injectivity(whole, gt, rng, min_size=1), segmentation_injectivity(halves, gt, rng, min_size=1)
+    (1.0, 0.55)
     """
     pred, masks = _pred_and_eligible_masks(pred, gt_masks, min_size)
     if masks is None:
         return float("nan")
-    T, h, w = pred.shape
-    P = h * w
-    flat = pred.reshape(T, P)
-    table = iou_table(pred, masks)
-    p1 = _sample_in_masks(masks.reshape(len(masks), -1), rng, samples)  # [G, S]
-    g = np.broadcast_to(np.arange(len(masks))[:, None], p1.shape)
-    t_best = _best_threshold(table, flat, g, p1)
-    l1 = flat[t_best, p1]
-    assigned = l1 >= 0
-    if not assigned.any():
-        return 0.0
-    # p2 uniform inside segment (t_best, l1): members of every segment, grouped by segment id.
-    tt, pp = np.nonzero(flat >= 0)
-    members = pp[np.argsort(table.offsets[tt] + flat[tt, pp], kind="stable")]
-    seg_start = np.concatenate([[0], np.cumsum(table.seg_size)[:-1]])
-    sid = np.where(assigned, table.offsets[t_best] + np.maximum(l1, 0), 0)
-    size = np.maximum(table.seg_size[sid], 1)
-    pick = seg_start[sid] + np.minimum((rng.random(p1.shape) * size).astype(np.int64), size - 1)
-    p2 = members[pick]
-    l2 = flat[t_best, p2]
-    # Two label-map segments are identical (IoU 1) or disjoint (IoU 0).
-    score = assigned & (l2 == l1)
-    return float(score.mean(axis=1).mean())
+    flat = pred.flat()
+    gt_flat = masks.reshape(len(masks), -1)
+    p1 = _sample_in_masks(gt_flat, rng, samples)  # [G, S]
+    p2 = _sample_in_masks(gt_flat, rng, samples)
+    t_best = _best_threshold(_GtIoU.of(pred, masks).at_samples(p1))
+    score = _pair_iou(pred, pred, t_best, flat[t_best, p1], flat[t_best, p2])
+    return float(score.reshape(p1.shape).mean(axis=1).mean())
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # View Consistency (A.3)
 
 
-def view_consistency(pred_src: np.ndarray, pred_dst: np.ndarray, gt_masks_src: np.ndarray, depth_src: np.ndarray,
-                     K_src: np.ndarray, c2w_src: np.ndarray, K_dst: np.ndarray, c2w_dst: np.ndarray,
-                     visible_src: np.ndarray, rng: np.random.Generator, samples: int = 100,
+def view_consistency(pred_src: np.ndarray | Prediction, pred_dst: np.ndarray | Prediction, gt_masks_src: np.ndarray,
+                     depth_src: np.ndarray, K_src: np.ndarray, c2w_src: np.ndarray, K_dst: np.ndarray,
+                     c2w_dst: np.ndarray, visible_src: np.ndarray, rng: np.random.Generator, samples: int = 100,
                      min_size: int = 20) -> float:
     """View Consistency (A.3): ``VC = 1/(N|S|) sum_A sum_i |T(A1) n A2 n V| / |(T(A1) u A2) n V|``.
 
     For each GT mask ``A`` (source view) and sample ``i``: ``p1`` uniform in ``A n V``; ``t`` chosen as for SI
     (``argmax_t IoU(A, F(v,p1,t))``); ``A1 = F(v,p1,t)``; ``p2 = T(p1)`` warped with the ground-truth depth and
-    poses; ``A2 = F(v',p2,t)`` at the same threshold (A.3's text). As in Sec. 5.1, ``A2`` is warped back into
-    the source view (source pixel ``q`` belongs to it when ``T(q)`` lies in ``A2``) and the IoU is taken over
+    poses; ``A2 = F(v',p2,t)`` at the same granularity (A.3). As in Sec. 5.1, ``A2`` is warped back into the
+    source view (source pixel ``q`` belongs to it when ``T(q)`` lies in ``A2``) and the IoU is taken over
     ``V`` = pixels visible in both views (``visible_src``) whose warp lands inside the destination image.
     Unassigned ``p1`` or ``p2`` scores 0; masks with no pixel in ``V`` are skipped.
 
-    Shape: ``pred_src`` int [T, H, W], ``pred_dst`` int [T, H', W'], ``gt_masks_src`` bool [G, H, W],
-    ``depth_src`` [H, W] planar (0 = background), ``K_*`` 3x3, ``c2w_*`` 4x4, ``visible_src`` bool [H, W].
+    Shape: predictions [T, H, W] / [T, H', W'], ``gt_masks_src`` bool [G, H, W], ``depth_src`` [H, W] planar
+    (0 = background), ``K_*`` 3x3, ``c2w_*`` 4x4, ``visible_src`` bool [H, W].
     """
-    pred_src = _as_pred(pred_src)
-    pred_dst = _as_pred(pred_dst)
-    if pred_src.shape[0] != pred_dst.shape[0]:
-        raise MetricInputError(f"pred_src and pred_dst need the same thresholds, got {pred_src.shape[0]} "
-                               f"and {pred_dst.shape[0]}")
-    T, h, w = pred_src.shape
+    pred_src = as_prediction(pred_src)
+    pred_dst = as_prediction(pred_dst)
+    if pred_src.num_thresholds != pred_dst.num_thresholds:
+        raise MetricInputError(f"pred_src and pred_dst need the same thresholds, got {pred_src.num_thresholds} "
+                               f"and {pred_dst.num_thresholds}")
+    h, w = pred_src.shape
     masks = _as_masks(gt_masks_src, (h, w))
     depth_src = np.asarray(depth_src, np.float64)
     visible = np.asarray(visible_src, bool)
@@ -312,45 +492,19 @@ def view_consistency(pred_src: np.ndarray, pred_dst: np.ndarray, gt_masks_src: n
         return float("nan")
     masks = masks[keep]
     P = h * w
-    warp = warp_pixels(depth_src, K_src, c2w_src, K_dst, c2w_dst, (pred_dst.shape[1], pred_dst.shape[2]))
+    warp = warp_pixels(depth_src, K_src, c2w_src, K_dst, c2w_dst, pred_dst.shape)
     V = visible.reshape(-1) & (warp >= 0)
     masks_v = masks.reshape(len(masks), P) & V[None]
     has = masks_v.any(axis=1)
     if not has.any():
         return float("nan")
     masks, masks_v = masks[has], masks_v[has]
-    src_flat = pred_src.reshape(T, P)
-    dst_flat = pred_dst.reshape(T, -1)
-    table = iou_table(pred_src, masks)
     p1 = _sample_in_masks(masks_v, rng, samples)  # [G, S], all in V
-    g = np.broadcast_to(np.arange(len(masks))[:, None], p1.shape)
-    t_best = _best_threshold(table, src_flat, g, p1)
-    l1 = src_flat[t_best, p1]
-    l2 = dst_flat[t_best, warp[p1]]
-    # Over V: a = source label, b = destination label pulled back through the warp, per threshold.
-    vidx = np.flatnonzero(V)
-    a = src_flat[:, vidx] + 1  # [T, nV], 0 = unassigned
-    b = dst_flat[:, warp[vidx]] + 1
-    na, nb = int(a.max(initial=0)) + 1, int(b.max(initial=0)) + 1
-    t_col = np.arange(T, dtype=np.int64)[:, None]
-    inter = _count_keys((t_col * na + a) * nb + b, (t_best * na + l1 + 1) * nb + l2 + 1, T * na * nb)
-    n1 = _count_keys(t_col * na + a, t_best * na + l1 + 1, T * na)
-    n2 = _count_keys(t_col * nb + b, t_best * nb + l2 + 1, T * nb)
-    union = n1 + n2 - inter
-    ok = (l1 >= 0) & (l2 >= 0) & (union > 0)
-    score = np.where(ok, inter / np.maximum(union, 1), 0.0)
-    return float(score.mean(axis=1).mean())
-
-
-def _count_keys(keys: np.ndarray, query: np.ndarray, key_range: int) -> np.ndarray:
-    """How often each ``query`` value occurs in ``keys`` (non-negative ints below ``key_range``): a bincount
-    when the range is small, a sorted unique table otherwise."""
-    keys = keys.ravel()
-    if key_range <= max(4 * keys.size, 1 << 20):
-        return np.bincount(keys, minlength=key_range)[query]
-    uniq, counts = np.unique(keys, return_counts=True)
-    pos = np.minimum(np.searchsorted(uniq, query), uniq.size - 1)
-    return np.where(uniq[pos] == query, counts[pos], 0)
+    t_best = _best_threshold(_GtIoU.of(pred_src, masks).at_samples(p1))
+    l1 = pred_src.flat()[t_best, p1]
+    l2 = pred_dst.flat()[t_best, warp[p1]]
+    score = _pair_iou(pred_src, pred_dst, t_best, l1, l2, mask=V, pull_b=np.where(V, warp, -1))
+    return float(score.reshape(p1.shape).mean(axis=1).mean())
 
 
 # ---------------------------------------------------------------------------------------------------------------

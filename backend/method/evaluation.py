@@ -1,38 +1,62 @@
-"""Evaluation on a Blender-HS folder: NC per level, SI, VC at 10/45/90/135 degrees, depth error.
+"""Evaluation on a Blender-HS folder (Sec. 5.1 and appendix A.3 of the paper): NC per level, SI, VC at
+10/45/90/135 degrees, depth error, for the input masks, ours-2D and ours-3D.
 
-Three rows as in the paper's Table 1: the input masks themselves (a 2D baseline), ours-2D (rendered
-feature maps cut at the 50 thresholds) and ours-3D (point-cloud labels propagated into the views).
+Protocols (:data:`PROTOCOLS`), stated in every report:
 
-The input masks (overlapping, not a partition) are scored as a hierarchy of *depth layers* of their
-mask tree (:func:`mask_layers`): layer ``k`` labels each pixel with the deepest mask of depth <= k
-containing it, so NC sees every mask, and VC compares "the same granularity" across two views the
-way a point-prompted SAM would (the k-th mask around the point).
+- ``paper``: predictions use only the model. Novel-view depth is rendered by the field (``nerf`` geometry),
+  the 2D graph covers every pixel, and the scenes handed to the predictor carry no depth, no alpha and no
+  ids (:func:`strip_ground_truth`). Only the metrics read ground truth.
+- ``exact-geometry``: what a Blender user gets: the exact rendered depth of every view (novel ones too)
+  places the 3D labels and the 2D features; the 2D graph still covers every pixel. The only protocol for runs
+  trained in ``depth`` geometry (there is no density to render depth from).
+
+Thresholds: the released code cuts the Euclidean distance between unit features at 0.01 ... 0.50; our trees
+hold ``1 - cos`` = ``e^2 / 2`` for a Euclidean distance ``e``, so the same 50 cuts are made at ``e^2 / 2``
+(:meth:`EvalConfig.tree_thresholds`). A tree has every granularity, so a second sweep cuts at 50 quantiles of
+each tree's own merge altitudes (the ``(whole tree)`` rows).
+
+NC: the released scripts' point-sampled form (mean over 100 sampled points per GT mask of the best IoU over
+thresholds; ``NC_*``) and the dense Eq. 6 (best IoU over every segment; ``NC_*_dense``). The scene level
+scores the foreground and the background, as the released scripts do. SI is appendix A.3's (both points
+drawn from the GT mask). The input masks are queried as a point-prompted SAM user would
+(:func:`backend.core.metrics.query_masks`), never turned into a partition first.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from backend.core import metrics
-from backend.method.data import DataError, GroundTruth, load_ground_truth, load_scene
-from backend.core.mask_tree import mask_tree
+from backend.core.metrics import Prediction
 from backend.core.scene import Scene
+from backend.method.data import DataError, GroundTruth, load_ground_truth, load_scene
 
 LEVELS = ("object", "collection", "scene")
-COLUMNS = ("NC_obj", "NC_coll", "NC_scene", "NC_mean", "SI", "VC_10", "VC_45", "VC_90", "VC_135", "depth_err")
+LEVEL_COLUMNS = {"object": "NC_obj", "collection": "NC_coll", "scene": "NC_scene"}
+COLUMNS = ("NC_obj", "NC_coll", "NC_scene", "NC_mean", "NC_mean_dense", "SI", "VC_10", "VC_45", "VC_90", "VC_135",
+           "depth_err")
+PROTOCOLS = ("auto", "paper", "exact-geometry")
+ROTATIONS = (10.0, 45.0, 90.0, 135.0)
+
+
+class ProtocolChoiceError(DataError):
+    """The requested protocol cannot be applied to this run."""
 
 
 @dataclass
 class EvalConfig:
-    """How the evaluation samples (paper defaults: 100 samples per mask, masks >= 20 px, 4 rotations)."""
+    """How the evaluation predicts and samples (paper defaults: 100 samples per mask, masks >= 20 px, 50 cuts)."""
 
-    rotations: tuple[float, ...] = (10.0, 45.0, 90.0, 135.0)
+    protocol: str = "auto"
+    """``paper``, ``exact-geometry`` or ``auto`` (``paper`` for ``nerf`` runs, ``exact-geometry`` for ``depth``)."""
+    rotations: tuple[float, ...] = ROTATIONS
     """Rotated val views used for VC (those present in the folder)."""
     samples: int = 100
-    """Sampled points per ground-truth mask for SI and VC."""
+    """Sampled points per ground-truth mask for NC (sampled), SI and VC."""
     min_size: int = 20
     """Ground-truth masks under this many pixels are excluded."""
     max_views: int | None = None
@@ -40,43 +64,71 @@ class EvalConfig:
     seed: int = 0
     """Seed of the sampled points."""
     max_threshold: float = 0.5
-    """Evaluated thresholds run from 0.01 to this in steps of 0.01 (paper: 0.50, i.e. 50 thresholds)."""
+    """Largest cut, as the released code's Euclidean distance between unit features (cuts 0.01, 0.02, ...)."""
+    sweep: int = 50
+    """Granularities of the whole-tree sweep (quantiles of each tree's merge altitudes) and of the input masks."""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise DataError(f"protocol must be one of {list(PROTOCOLS)}, got {self.protocol!r}")
+        if not (np.isfinite(self.max_threshold) and 0.01 <= self.max_threshold <= 2.0):
+            raise DataError(f"max_threshold must be a Euclidean distance in [0.01, 2], got {self.max_threshold}")
 
     def thresholds(self) -> np.ndarray:
-        """Cut thresholds 0.01, 0.02, ... ``max_threshold`` (the paper's 50 by default)."""
+        """The released code's cuts 0.01, 0.02, ... ``max_threshold`` (Euclidean distance between unit features)."""
         return np.round(np.arange(1, int(round(self.max_threshold * 100)) + 1) / 100.0, 4)
+
+    def tree_thresholds(self) -> np.ndarray:
+        """:meth:`thresholds` as ``1 - cos`` (our trees' altitudes): ``e^2 / 2``."""
+        return self.thresholds() ** 2 / 2.0
+
+
+def resolve_protocol(protocol: str, geometry: str) -> str:
+    """``auto`` -> ``paper`` for a ``nerf`` run, ``exact-geometry`` for a ``depth`` run; refuses ``paper`` on a
+    ``depth`` run (it has no density to render novel-view depth from)."""
+    if protocol == "auto":
+        return "paper" if geometry == "nerf" else "exact-geometry"
+    if protocol == "paper" and geometry != "nerf":
+        raise ProtocolChoiceError("the paper protocol renders novel-view depth from the field, but this run was "
+                                  "trained in depth geometry (no density); use --protocol exact-geometry, or train "
+                                  "with --geometry nerf")
+    return protocol
+
+
+def protocol_description(protocol: str) -> str:
+    return {"paper": "novel-view depth rendered by the field; predictions see no ground truth",
+            "exact-geometry": "exact rendered depth for every view (novel ones too), as the Blender add-on has it"
+            }[protocol]
 
 
 @dataclass
 class ViewPredictions:
-    """Predicted label stacks int [T,H,W] for the val views and, per rotation, for the turned views."""
+    """Predictions for the val views and, per rotation, for the turned views."""
 
-    val: list[np.ndarray]
-    rotated: dict[float, list[np.ndarray]] = field(default_factory=dict)
+    val: list[Prediction]
+    rotated: dict[float, list[Prediction]] = field(default_factory=dict)
     depth: list[np.ndarray] | None = None
     """Predicted planar depth per val view (normalised units), for the depth error."""
 
 
-def mask_layers(masks: np.ndarray, p_in: float = 0.95, p_iou: float = 0.85) -> np.ndarray:
-    """Overlapping masks bool [M,H,W] -> int [T,H,W]: layer k = deepest mask of tree depth <= k+1 per pixel (-1 none)."""
-    m, h, w = masks.shape
-    if m == 0:
-        return np.full((1, h, w), -1, np.int64)
-    tree = mask_tree(masks.reshape(m, -1), p_in=p_in, p_iou=p_iou, min_size=1)
-    nodes = np.arange(len(tree.parent) - 1)  # without the root
-    depth = tree.depth[nodes]
-    order = np.lexsort((-tree.masks[nodes].sum(1), depth))  # shallow first, big first: deeper/smaller overwrite
-    layers = []
-    lab = np.full(h * w, -1, np.int64)
-    for k in range(1, int(depth.max()) + 1):
-        for n in order[depth[order] == k]:
-            lab[tree.masks[n]] = n
-        layers.append(lab.copy())
-    return np.stack(layers).reshape(-1, h, w)
+def strip_ground_truth(scene: Scene) -> Scene:
+    """The scene as a predictor may see it under the paper protocol: posed colour only (no depth, alpha, masks)."""
+    return dataclasses.replace(scene, depth=None, alpha=None, masks=None)
 
 
-def _level_masks(gt: GroundTruth, view: int, min_size: int) -> dict[str, np.ndarray]:
-    return {lvl: gt.level_masks(view, lvl, min_pixels=min_size) for lvl in LEVELS}
+def level_masks(gt: GroundTruth, view: int, min_size: int) -> dict[str, np.ndarray]:
+    """GT masks per level for NC; the scene level holds the foreground and the background (released scripts)."""
+    out = {lvl: gt.level_masks(view, lvl, min_pixels=min_size) for lvl in LEVELS}
+    background = (gt.ids[view] == 0)[None]
+    if background.sum() >= min_size:
+        out["scene"] = np.concatenate([out["scene"], background])
+    return out
+
+
+def foreground_masks(gt: GroundTruth, view: int, min_size: int) -> np.ndarray:
+    """Every GT mask of the hierarchy (objects, collections, the whole foreground): SI and VC are averaged
+    over these."""
+    return np.concatenate([gt.level_masks(view, lvl, min_pixels=min_size) for lvl in LEVELS])
 
 
 def _visible(folder: Path, stem: str, angle: float, shape) -> np.ndarray | None:
@@ -92,7 +144,13 @@ def _visible(folder: Path, stem: str, angle: float, shape) -> np.ndarray | None:
 
 
 def rotated_transforms(angle: float) -> str:
-    return "transforms_val_rotate.json" if abs(angle - 10.0) < 1e-6 else f"transforms_val_rotate_{int(round(angle))}.json"
+    if abs(angle - 10.0) < 1e-6:
+        return "transforms_val_rotate.json"
+    return f"transforms_val_rotate_{int(round(angle))}.json"
+
+
+def rotated_split(angle: float) -> str:
+    return "val_rotate" if abs(angle - 10.0) < 1e-6 else f"val_rotate_{int(round(angle))}"
 
 
 def load_eval_views(folder: Path, cfg: EvalConfig) -> tuple[Scene, GroundTruth, dict[float, Scene]]:
@@ -100,7 +158,7 @@ def load_eval_views(folder: Path, cfg: EvalConfig) -> tuple[Scene, GroundTruth, 
     folder = Path(folder)
     val = load_scene(folder, "val", max_views=cfg.max_views)
     if val.depth is None:
-        raise DataError(f"{folder} has no depth for the val views (depth/val/*.npy); VC and 3D labels need it")
+        raise DataError(f"{folder} has no depth for the val views (depth/val/*.npy); VC needs it")
     gt = load_ground_truth(folder, "val", val.names)
     rotated = {}
     for a in cfg.rotations:
@@ -110,62 +168,73 @@ def load_eval_views(folder: Path, cfg: EvalConfig) -> tuple[Scene, GroundTruth, 
     return val, gt, rotated
 
 
+@dataclass
+class Scored:
+    """One row: metric values (fractions; depth error in normalised units) and the NC-per-granularity curve."""
+
+    row: dict[str, float]
+    curve: np.ndarray
+
+
 def score(pred: ViewPredictions, val: Scene, gt: GroundTruth, rotated: dict[float, Scene], folder: Path,
-          cfg: EvalConfig) -> dict[str, float]:
-    """One row of the table (fractions in [0, 1]; depth error in normalised units)."""
+          cfg: EvalConfig) -> Scored:
+    """Score one row of the table against the ground truth (the only place ground truth is read)."""
     rng = np.random.default_rng(cfg.seed)
-    nc = {lvl: [] for lvl in LEVELS}
+    sampled: dict[str, list[float]] = {lvl: [] for lvl in LEVELS}
+    dense: dict[str, list[float]] = {lvl: [] for lvl in LEVELS}
+    curves = []
     si = []
-    vc = {a: [] for a in rotated}
+    vc: dict[float, list[float]] = {a: [] for a in rotated}
     for v in range(val.num_views):
-        masks = _level_masks(gt, v, cfg.min_size)
+        masks = level_masks(gt, v, cfg.min_size)
         all_masks = np.concatenate([masks[lvl] for lvl in LEVELS])
+        objects = foreground_masks(gt, v, cfg.min_size)
         for lvl in LEVELS:
             if len(masks[lvl]):
-                nc[lvl].append(metrics.normalized_covering(pred.val[v], masks[lvl], min_size=cfg.min_size))
+                sampled[lvl].append(metrics.normalized_covering_sampled(pred.val[v], masks[lvl], rng, cfg.samples,
+                                                                        cfg.min_size))
+                dense[lvl].append(metrics.normalized_covering(pred.val[v], masks[lvl], cfg.min_size))
         if len(all_masks):
-            si.append(metrics.segmentation_injectivity(pred.val[v], all_masks, rng, samples=cfg.samples))
+            curves.append(metrics.normalized_covering_curve(pred.val[v], all_masks, cfg.min_size))
+        if len(objects):
+            si.append(metrics.segmentation_injectivity(pred.val[v], objects, rng, cfg.samples, cfg.min_size))
         stem = Path(val.names[v]).stem
         for a, rs in rotated.items():
             vis = _visible(folder, stem, a, val.depth[v].shape)
-            if vis is None or a not in pred.rotated or not len(all_masks):
+            if vis is None or a not in pred.rotated or not len(objects):
                 continue
-            vc[a].append(metrics.view_consistency(pred.val[v], pred.rotated[a][v], all_masks, val.depth[v],
+            vc[a].append(metrics.view_consistency(pred.val[v], pred.rotated[a][v], objects, val.depth[v],
                                                   val.K[v], val.c2w[v], rs.K[v], rs.c2w[v], vis, rng,
-                                                  samples=cfg.samples))
-    row = {}
-    names = {"object": "NC_obj", "collection": "NC_coll", "scene": "NC_scene"}
+                                                  samples=cfg.samples, min_size=cfg.min_size))
+
+    def mean(xs: list[float]) -> float:
+        xs = [x for x in xs if np.isfinite(x)]
+        return float(np.mean(xs)) if xs else float("nan")
+
+    row: dict[str, float] = {}
     for lvl in LEVELS:
-        row[names[lvl]] = float(np.mean(nc[lvl])) if nc[lvl] else float("nan")
-    row["NC_mean"] = float(np.nanmean([row[names[lvl]] for lvl in LEVELS]))
-    row["SI"] = float(np.mean(si)) if si else float("nan")
-    for a in (10.0, 45.0, 90.0, 135.0):
-        row[f"VC_{int(a)}"] = float(np.mean(vc[a])) if vc.get(a) else float("nan")
+        row[LEVEL_COLUMNS[lvl]] = mean(sampled[lvl])
+        row[LEVEL_COLUMNS[lvl] + "_dense"] = mean(dense[lvl])
+    row["NC_mean"] = mean([row[LEVEL_COLUMNS[lvl]] for lvl in LEVELS])
+    row["NC_mean_dense"] = mean([row[LEVEL_COLUMNS[lvl] + "_dense"] for lvl in LEVELS])
+    row["SI"] = mean(si)
+    for a in ROTATIONS:
+        row[f"VC_{int(a)}"] = mean(vc.get(a, []))
     if pred.depth is not None:
-        errs = [metrics.depth_error(d, val.depth[v], val.depth[v] > 0) for v, d in enumerate(pred.depth)]
-        row["depth_err"] = float(np.mean(errs))
+        row["depth_err"] = mean([metrics.depth_error(d, val.depth[v], val.depth[v] > 0)
+                                 for v, d in enumerate(pred.depth)])
     else:
         row["depth_err"] = float("nan")
-    return row
+    curve = np.nanmean(np.stack(curves), axis=0) if curves else np.zeros(0)
+    return Scored(row, curve)
 
 
-def input_mask_predictions(val: Scene, rotated: dict[float, Scene], make) -> ViewPredictions:
-    """Predictions of the 2D baseline: the mask source's own masks on every view, as depth layers.
-
-    ``make(scene, split) -> list of bool [M,H,W]`` runs the mask source.
-    """
-    val_layers = [mask_layers(m) for m in make(val, "val")]
-    rot_layers = {}
-    for a, rs in rotated.items():
-        split = "val_rotate" if abs(a - 10.0) < 1e-6 else f"val_rotate_{int(round(a))}"
-        rot_layers[a] = [mask_layers(m) for m in make(rs, split)]
-    depth = max(x.shape[0] for x in val_layers + [y for v in rot_layers.values() for y in v])
-
-    def pad(x: np.ndarray) -> np.ndarray:  # the finest layer persists below a view's deepest mask
-        return np.concatenate([x, np.repeat(x[-1:], depth - x.shape[0], 0)]) if x.shape[0] < depth else x
-
-    return ViewPredictions(val=[pad(x) for x in val_layers],
-                           rotated={a: [pad(x) for x in v] for a, v in rot_layers.items()})
+def input_mask_predictions(val: Scene, rotated: dict[float, Scene], make, levels: int = 50) -> ViewPredictions:
+    """The 2D baseline: the mask source's own masks on every view, queried per granularity like a point-prompted
+    SAM user (:func:`backend.core.metrics.query_masks`). ``make(scene, split) -> list of bool [M,H,W]``."""
+    return ViewPredictions(
+        val=[metrics.query_masks(m, levels) for m in make(val, "val")],
+        rotated={a: [metrics.query_masks(m, levels) for m in make(rs, rotated_split(a))] for a, rs in rotated.items()})
 
 
 def format_rows(rows: dict[str, dict[str, float]]) -> str:

@@ -13,6 +13,7 @@ helpers at the edges, all inside one *run folder*::
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import json
 import time
 from pathlib import Path
@@ -292,40 +293,66 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluation (CLI)
 # ----------------------------------------------------------------------------------------------------------------
-def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], thresholds: np.ndarray,
-                  cfg: PipelineConfig) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]], list[list[np.ndarray]]]:
-    """For each scene (val, then each rotation): ours-2D label stacks, ours-3D label stacks, predicted depth."""
-    from backend.core import segment
-    from backend.core.segment import view_labels
+def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], protocol: str, eval_cfg,
+                  cfg: PipelineConfig) -> dict[str, list[list]]:
+    """Predictions for each scene (val, then each rotation), by row name: ``ours-2D`` / ``ours-3D`` at the
+    released code's thresholds, the same ``(whole tree)`` at quantiles of each tree, and ``depth`` per view.
 
-    cloud_labels = seg.labels(thresholds, max_segments=cfg.segment.max_segments)
-    out2d, out3d, depths = [], [], []
+    ``paper`` protocol: the scenes are stripped of depth, alpha and masks first, features and novel-view depth
+    come from the field (nerf geometry). ``exact-geometry``: each view's exact depth places features and labels.
+    The 2D graph always covers every pixel.
+    """
+    from backend.core import segment
+    from backend.core.metrics import Prediction
+    from backend.core.segment import altitude_quantiles, view_labels
+    from backend.method.evaluation import strip_ground_truth
+
+    n_max = cfg.segment.max_segments
+    thresholds = eval_cfg.tree_thresholds()
+    cloud = {"": seg.labels(thresholds, max_segments=n_max),
+             " (whole tree)": seg.labels(altitude_quantiles(seg.tree, eval_cfg.sweep), max_segments=n_max)}
+    out: dict[str, list[list]] = {k: [] for k in ("ours-2D", "ours-3D", "ours-2D (whole tree)",
+                                                  "ours-3D (whole tree)", "depth")}
     for sc in scenes:
-        l2, l3, dd = [], [], []
+        if protocol == "paper":
+            sc = strip_ground_truth(sc)
+        per = {k: [] for k in out}
         for i in range(sc.num_views):
-            gd = None if sc.depth is None else sc.depth[i]
-            r = trainer.render_view(sc.c2w[i], sc.K[i], sc.height, sc.width, gd)
-            valid = (gd > 0) if gd is not None else (r.depth > 0)
-            l2.append(segment.segment_feature_map(r.features, thresholds, max_segments=cfg.segment.max_segments,
-                                                  valid=valid))
-            depth = gd if gd is not None else r.depth
-            l3.append(view_labels(seg, cloud_labels, depth, sc.K[i], sc.c2w[i], cfg.segment))
-            dd.append(r.depth)
-        out2d.append(l2)
-        out3d.append(l3)
-        depths.append(dd)
-    return out2d, out3d, depths
+            given = None if sc.depth is None else sc.depth[i]
+            r = trainer.render_view(sc.c2w[i], sc.K[i], sc.height, sc.width, given)
+            depth = r.depth if protocol == "paper" else given
+            per["ours-2D"].append(Prediction(segment.segment_feature_map(r.features, thresholds, n_max)))
+            per["ours-2D (whole tree)"].append(Prediction(segment.segment_feature_map(
+                r.features, None, n_max, quantiles=eval_cfg.sweep)))
+            for suffix, labels in cloud.items():
+                per["ours-3D" + suffix].append(Prediction(view_labels(seg, labels, depth, sc.K[i], sc.c2w[i],
+                                                                      cfg.segment)))
+            per["depth"].append(r.depth)
+        for k in out:
+            out[k].append(per[k])
+    return out
+
+
+@dataclass
+class Evaluation:
+    """Rows of the table, the NC-per-granularity curve of each row, and what the figures depend on."""
+
+    rows: dict[str, dict[str, float]]
+    curves: dict[str, np.ndarray]
+    protocol: str
 
 
 def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eval_cfg=None,
-                     with_input_masks: bool = True, progress: Progress | None = None) -> dict[str, dict[str, float]]:
-    """Rows ``input masks (2D)``, ``ours-2D``, ``ours-3D`` of the evaluation table for a trained field."""
-    from backend.method.evaluation import EvalConfig, ViewPredictions, input_mask_predictions, load_eval_views, score
+                     with_input_masks: bool = True, progress: Progress | None = None) -> Evaluation:
+    """Rows ``input masks (2D)``, ``ours-2D``, ``ours-3D`` (and their whole-tree sweeps) for a trained field."""
+    from backend.method.evaluation import (EvalConfig, ViewPredictions, input_mask_predictions, load_eval_views,
+                                           resolve_protocol, score, strip_ground_truth)
+
     eval_cfg = eval_cfg or EvalConfig(seed=cfg.seed)
+    protocol = resolve_protocol(eval_cfg.protocol, trainer.geometry)
     cfg = adapt_to_resolution(cfg, scene)
     data = Path(data)
     val, gt, rotated = load_eval_views(data, eval_cfg)
-    thresholds = eval_cfg.thresholds()
 
     def note(step: int, msg: str) -> None:
         if progress is not None:
@@ -333,35 +360,43 @@ def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eva
 
     note(0, "3D segmentation")
     seg = segment_field(trainer, scene, cfg)
-    note(1, "rendering and labelling the val views")
+    note(1, f"rendering and labelling the val views ({protocol} protocol)")
     angles = list(rotated)
-    l2, l3, depths = predict_views(trainer, seg, [val] + [rotated[a] for a in angles], thresholds, cfg)
-    rows = {}
+    pred = predict_views(trainer, seg, [val] + [rotated[a] for a in angles], protocol, eval_cfg, cfg)
+    rows: dict[str, dict[str, float]] = {}
+    curves: dict[str, np.ndarray] = {}
     if with_input_masks:
         note(2, "input masks of the val views")
 
         def make(sc: Scene, split: str) -> list[np.ndarray]:
+            sc = strip_ground_truth(sc) if protocol == "paper" else sc
             return make_masks(sc, cfg.masks, data_dir=data, split=split)
 
-        rows["input masks (2D)"] = score(input_mask_predictions(val, rotated, make), val, gt, rotated, data, eval_cfg)
+        s = score(input_mask_predictions(val, rotated, make, eval_cfg.sweep), val, gt, rotated, data, eval_cfg)
+        rows["input masks (2D)"], curves["input masks (2D)"] = s.row, s.curve
     note(3, "scoring")
-    nerf = trainer.geometry == "nerf"  # in depth mode the depth is given, so its error is not a result
-    for name, labels in (("ours-2D", l2), ("ours-3D", l3)):
-        pred = ViewPredictions(val=labels[0], rotated={a: labels[k + 1] for k, a in enumerate(angles)},
-                               depth=depths[0] if nerf else None)
-        rows[name] = score(pred, val, gt, rotated, data, eval_cfg)
-    return rows
+    nerf = trainer.geometry == "nerf"  # in depth geometry the depth is given, so its error is not a result
+    for name in ("ours-2D", "ours-3D", "ours-2D (whole tree)", "ours-3D (whole tree)"):
+        labels = pred[name]
+        vp = ViewPredictions(val=labels[0], rotated={a: labels[k + 1] for k, a in enumerate(angles)},
+                             depth=pred["depth"][0] if nerf else None)
+        s = score(vp, val, gt, rotated, data, eval_cfg)
+        rows[name], curves[name] = s.row, s.curve
+    return Evaluation(rows, curves, protocol)
 
 
 def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool = False,
                  eval_cfg=None, progress: Progress | None = None, max_train_views: int | None = None) -> Path:
-    """Evaluate a trained run on ``data``'s val split; with ``ablations`` also train and score the three
-    ablated variants next to it. Writes ``eval.md`` and ``eval.json``; returns the Markdown path."""
+    """Evaluate a trained run on ``data``'s val split; with ``ablations`` also train and score the ablated
+    variants next to it. Writes ``eval.md``, ``eval.json`` and ``eval_nc.png``; returns the Markdown path."""
     from backend.method.evaluation import EvalConfig, format_rows
+    from backend.method.figures import plot_nc_curves
 
     run = Path(run)
+    eval_cfg = eval_cfg or EvalConfig()
     trainer, scene, _, _, cfg = load_trained(run, data, max_views=max_train_views)
-    rows = evaluate_trained(trainer, scene, data, cfg, eval_cfg, progress=progress)
+    ev = evaluate_trained(trainer, scene, data, cfg, eval_cfg, progress=progress)
+    rows, curves = ev.rows, ev.curves
     notes = []
     if ablations:
         variants = [Ablation(ultrametric=False), Ablation(hierarchical_sampling=False)]
@@ -374,17 +409,44 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
             sub = dataclasses.replace(cfg, ablation=ab)
             t, sc, _ = train_run(data, run / "ablations" / ab.name, sub, progress=progress, max_views=max_train_views)
             r = evaluate_trained(t, sc, data, sub, eval_cfg, with_input_masks=False, progress=progress)
-            rows[f"ours-3D ({ab.name})"] = r["ours-3D"]
-            rows[f"ours-2D ({ab.name})"] = r["ours-2D"]
+            for base in ("ours-3D", "ours-2D"):
+                rows[f"{base} ({ab.name})"] = r.rows[base]
+                curves[f"{base} ({ab.name})"] = r.curves[base]
     out = Path(out) if out is not None else run
     out.mkdir(parents=True, exist_ok=True)
-    table = format_rows(rows)
-    ec = eval_cfg or EvalConfig()
-    header = (f"Evaluation of `{run}` on `{data}` (val split; masks: {cfg.masks.source}; preset: {cfg.preset}; "
-              f"geometry: {cfg.geometry}; thresholds 0.01-{ec.max_threshold:g} in steps of 0.01).\n"
-              "NC, SI and VC in percent; depth error in normalised scene units.\n"
-              + "".join(n + "\n" for n in notes) + "\n")
-    (out / "eval.md").write_text(header + table + "\n")
+    info = evaluation_info(ev.protocol, trainer, cfg, eval_cfg, data)
+    header = ("Evaluation of `{run}` on `{data}` (val split).\n\n".format(run=run, data=data)
+              + "".join(f"- {k}: {v}\n" for k, v in info.items())
+              + "".join(f"- {n}\n" for n in notes)
+              + "\nNC, SI and VC in percent; depth error in normalised scene units. NC_obj/coll/scene/mean: the "
+              "released scripts' sampled NC; NC_mean_dense: Eq. 6. `(whole tree)` rows cut each tree at "
+              f"{eval_cfg.sweep} quantiles of its own merge altitudes instead of the fixed thresholds.\n\n")
+    (out / "eval.md").write_text(header + format_rows(rows) + "\n\n![NC against granularity](eval_nc.png)\n")
     finite = {name: {k: (v if np.isfinite(v) else None) for k, v in row.items()} for name, row in rows.items()}
-    (out / "eval.json").write_text(json.dumps(finite, indent=1))  # null where a metric does not apply
+    report = {"info": info, "rows": finite,
+              "nc_curves": {k: [None if not np.isfinite(x) else float(x) for x in c] for k, c in curves.items()}}
+    (out / "eval.json").write_text(json.dumps(report, indent=1))  # null where a metric does not apply
+    plot_nc_curves(curves, eval_cfg.thresholds(), out / "eval_nc.png",
+                   title=f"{Path(data).name}: NC against granularity ({ev.protocol} protocol)")
     return out / "eval.md"
+
+
+def evaluation_info(protocol: str, trainer, cfg: PipelineConfig, eval_cfg, data: Path) -> dict[str, str]:
+    """What every figure of an evaluation depends on, stated next to the table."""
+    from backend.method.evaluation import protocol_description
+
+    gt = cfg.masks.ground_truth_read()
+    th = eval_cfg.thresholds()
+    return {
+        "protocol": f"{protocol} ({protocol_description(protocol)})",
+        "geometry used in training": trainer.geometry,
+        "novel-view depth": "rendered by the field" if protocol == "paper" else "exact rendered depth (Blender)",
+        "mask source": cfg.masks.source + (f" (read: {', '.join(gt)})" if gt else " (colour only; no ground truth)"),
+        "thresholds": f"{len(th)} cuts {th[0]:g}-{th[-1]:g} of the Euclidean distance between unit features "
+                      f"(1 - cos = d^2/2), plus a {eval_cfg.sweep}-quantile whole-tree sweep",
+        "NC": f"sampled ({eval_cfg.samples} points per GT mask, mean of the best IoU; scene level scores the "
+              "background) and dense Eq. 6",
+        "SI": f"appendix A.3 ({eval_cfg.samples} point pairs per GT mask)",
+        "preset / iterations / seed": f"{cfg.preset} / {trainer.step} / {cfg.seed}",
+        "evaluation seed": str(eval_cfg.seed),
+    }

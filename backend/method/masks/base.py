@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -35,11 +33,12 @@ from backend.method.masks.given import GivenConfig
 from backend.method.masks.noisy_gt import NoisyGtConfig
 from backend.method.masks.sam import SamConfig
 from backend.core.scene import Scene
+from backend.wire.files import atomic_path
 
 __all__ = ["MaskConfig", "MaskSourceError", "PROVIDERS", "make_masks", "cache_key", "save_masks", "load_masks"]
 
 #: Bump when a provider's output changes for the same settings, so old cache files are ignored.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 Progress = Callable[[int, int], None]
 #: ``provider(scene, source_config, data_dir, split, progress) -> list of bool [M_i, H, W]``.
@@ -74,6 +73,19 @@ class MaskConfig:
         if self.source not in PROVIDERS:
             raise MaskSourceError(f"unknown mask source {self.source!r}; choose one of {sorted(PROVIDERS)}")
         return getattr(self, self.source.replace("-", "_"))
+
+    def ground_truth_read(self) -> list[str]:
+        """What the source reads beyond the posed colour images, stated next to every figure: ``[]`` for a
+        source that sees colour only (``classical`` by default, ``sam``); ``noisy-gt`` reads the ground-truth
+        hierarchy; ``classical`` may read the alpha foreground and the rendered depth when asked."""
+        if self.source == "noisy-gt":
+            return ["ground-truth ids and hierarchy"]
+        if self.source == "classical":
+            return [name for name, on in (("alpha foreground", self.classical.use_alpha),
+                                          ("rendered depth", self.classical.use_depth)) if on]
+        if self.source == "given":
+            return ["masks supplied with the data (their origin is not known)"]
+        return []
 
 
 def _json_default(o: object) -> object:
@@ -111,14 +123,8 @@ def save_masks(path: Path, masks: list[np.ndarray]) -> None:
     for i, m in enumerate(masks):
         arrays[f"shape_{i}"] = np.array(m.shape, np.int64)
         arrays[f"bits_{i}"] = np.packbits(m.reshape(m.shape[0], m.shape[1] * m.shape[2]), axis=1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
 
 
 def load_masks(path: Path) -> list[np.ndarray]:

@@ -51,8 +51,12 @@ class ClassicalConfig:
     """Weight of the L* difference relative to a*/b* in the colour gradient (< 1 discounts shading)."""
     smoothing_sigma: float = 0.0
     """Gaussian blur (pixels) of the Lab image before the gradient; 0 = none (sharpest boundaries)."""
-    use_depth: bool = True
-    """Add depth discontinuities to the gradient when the scene has depth."""
+    use_depth: bool = False
+    """Add depth discontinuities to the gradient when the scene has depth (off by default: like SAM, the
+    masks then come from colour alone; on, they read the rendered depth, which run.json records)."""
+    use_alpha: bool = False
+    """Restrict the masks to the alpha foreground and add it as a mask (off by default: the foreground is
+    the scene level's ground truth; on, run.json and eval.md record that the masks saw it)."""
     depth_weight: float = 60.0
     """Gradient added at a full depth discontinuity (Lab units; a strong hue edge is ~50-100)."""
     depth_rel_jump: float = 0.1
@@ -180,7 +184,7 @@ def classical_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, depth: np.
     ``rgb`` uint8 ``[H, W, 3]``; ``alpha`` uint8 ``[H, W]`` (pixels with alpha below
     ``config.foreground_alpha`` are background and in no mask) or None (everything is foreground);
     ``depth`` planar ``[H, W]`` (0 = background) or None.
-    The first mask is the whole foreground (absent when the image has no foreground pixel).
+    The first mask is the whole foreground (the whole image without ``alpha``).
     """
     import higra as hg
 
@@ -211,11 +215,11 @@ def classical_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, depth: np.
 
 def masks_for_scene(scene: Scene, config: ClassicalConfig, data_dir: Path | None = None, split: str = "train",
                     progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
-    """:func:`classical_masks` of every view (with the scene's alpha and depth when present)."""
+    """:func:`classical_masks` of every view (from colour; alpha and depth only when the config asks)."""
     out = []
     n = scene.num_views
     for i in range(n):
-        alpha = None if scene.alpha is None else scene.alpha[i]
+        alpha = None if scene.alpha is None or not config.use_alpha else scene.alpha[i]
         depth = None if scene.depth is None else scene.depth[i]
         out.append(classical_masks(scene.rgb[i], alpha, depth, config))
         if progress is not None:

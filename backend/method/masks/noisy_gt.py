@@ -12,10 +12,11 @@ seeded by ``(seed, view index)`` so a view's masks do not depend on the others:
 - splits: with ``split_prob`` a mask is replaced by its two halves on either side of a random line
   through its centroid;
 - merges: with ``merge_prob`` a mask is replaced by its union with a touching mask of the same depth;
-- boundary jitter: each mask is eroded or dilated by up to ``jitter_px`` pixels (kept in the
-  foreground); masks then under ``min_area_frac`` of the image are dropped.
+- boundary jitter: each mask is eroded or dilated by up to ``jitter_px`` pixels (dilation spills into
+  the background too, as SAM's masks do); masks then under ``min_area_frac`` of the image are dropped.
 
-The whole foreground is always kept exactly. Never a default source: it reads ground truth.
+The whole foreground (the scene level's answer) is corrupted like every other mask: it may be missed or
+jittered. Never a default source: it reads ground truth (run.json and eval.md say so).
 """
 
 from __future__ import annotations
@@ -107,18 +108,18 @@ def _split(mask: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     return [a, mask & ~a]
 
 
-def _jitter(mask: np.ndarray, foreground: np.ndarray, radius: int) -> np.ndarray:
+def _jitter(mask: np.ndarray, radius: int) -> np.ndarray:
     from scipy.ndimage import binary_dilation, binary_erosion
 
     if radius > 0:
-        return binary_dilation(mask, iterations=radius) & foreground
+        return binary_dilation(mask, iterations=radius)
     if radius < 0:
         return binary_erosion(mask, iterations=-radius)
     return mask
 
 
 def noisy_masks(leaf_ids: np.ndarray, tree: GtTree, config: NoisyGtConfig, view: int = 0) -> np.ndarray:
-    """SAM-like noisy masks of one view, bool ``[M, H, W]``; the first is the whole foreground."""
+    """SAM-like noisy masks of one view, bool ``[M, H, W]``, largest first."""
     from scipy.ndimage import binary_dilation
 
     config.validate()
@@ -136,8 +137,6 @@ def noisy_masks(leaf_ids: np.ndarray, tree: GtTree, config: NoisyGtConfig, view:
     out: list[np.ndarray] = []
     for k in range(len(masks)):
         m, d = masks[k], int(depth[k])
-        if d == 0 or m.sum() == fg.sum():
-            continue  # the foreground is added exactly at the end
         if d in dropped:
             continue
         if rng.random() < (config.miss_small_prob if m.sum() < small else config.miss_prob):
@@ -152,11 +151,11 @@ def noisy_masks(leaf_ids: np.ndarray, tree: GtTree, config: NoisyGtConfig, view:
             pieces = _split(pieces[0], rng)
         for p in pieces:
             radius = int(rng.integers(-config.jitter_px, config.jitter_px + 1)) if config.jitter_px else 0
-            out.append(_jitter(p, fg, radius))
+            out.append(_jitter(p, radius))
     min_pixels = max(config.min_area_frac * h * w, 1)
     out = [m for m in out if m.sum() >= min_pixels]
     out.sort(key=lambda m: -int(m.sum()))
-    return np.stack([fg] + out)
+    return np.stack(out) if out else np.zeros((0, h, w), bool)
 
 
 def masks_for_scene(scene: Scene, config: NoisyGtConfig, data_dir: Path | None = None, split: str = "train",

@@ -106,12 +106,15 @@ def test_iou_table_lookup():
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 4), st.integers(0, 2**31 - 1))
-def test_si_is_one_for_any_partition(T, seed):
+def test_si_is_low_for_random_labels(T, seed):
+    """Appendix A.3's SI draws both points from the GT mask: random labels almost never put them together."""
     rng = np.random.default_rng(seed)
     pred = rng.integers(0, 6, (T, 10, 10))  # a partition per threshold (no unassigned pixel)
     masks = rng.random((3, 10, 10)) < 0.5
     masks[:, 0, 0] = True
-    assert metrics.segmentation_injectivity(pred, masks, rng, samples=20, min_size=1) == 1.0
+    assert metrics.segmentation_injectivity(pred, masks, rng, samples=200, min_size=1) < 0.4
+    exact = np.stack([np.where(masks[0], 0, 1)] * T)
+    assert metrics.segmentation_injectivity(exact, masks[:1], rng, samples=200, min_size=1) == 1.0
 
 
 def test_si_penalises_unassigned():
@@ -120,7 +123,7 @@ def test_si_penalises_unassigned():
     pred = np.zeros((1, 10, 10), np.int64)
     pred[0, :5] = -1  # half the mask has no predicted segment
     si = metrics.segmentation_injectivity(pred, masks, rng, samples=400)
-    assert 0.35 < si < 0.65
+    assert 0.15 < si < 0.35  # both points must land in the assigned half: about 1/4
     assert metrics.segmentation_injectivity(np.full((2, 10, 10), -1), masks, rng) == 0.0
 
 
@@ -222,3 +225,71 @@ def test_bad_inputs_raise():
     with pytest.raises(MetricInputError):
         metrics.view_consistency(pred, pred[:1], np.ones((1, 4, 4), bool), np.ones((4, 4)), K, c2w, K, c2w,
                                  np.ones((4, 4), bool), np.random.default_rng(0))
+
+
+# --- The evaluation issue's checks: metrics that can tell a bad prediction from a good one -----------------------
+
+
+def _objects(h: int = 24, w: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Two GT objects side by side (plus background) and their exact partition."""
+    masks = np.zeros((2, h, w), bool)
+    masks[0, 4:20, 2:11] = True
+    masks[1, 4:20, 13:22] = True
+    exact = np.zeros((h, w), np.int64)
+    exact[masks[0]] = 1
+    exact[masks[1]] = 2
+    return masks, exact
+
+
+def test_fragmenting_each_object_into_four_lowers_si_and_sampled_nc():
+    masks, exact = _objects()
+    quarters = exact * 4 + (np.arange(24)[:, None] // 6) % 4  # every object cut into 4 horizontal bands
+    quarters[exact == 0] = 0
+    rng = np.random.default_rng(0)
+    good_si = metrics.segmentation_injectivity(exact[None], masks, rng, samples=200)
+    bad_si = metrics.segmentation_injectivity(quarters[None], masks, rng, samples=200)
+    good_nc = metrics.normalized_covering_sampled(exact[None], masks, rng, samples=200)
+    bad_nc = metrics.normalized_covering_sampled(quarters[None], masks, rng, samples=200)
+    assert good_si == 1.0 and good_nc == 1.0
+    assert bad_si < 0.4 and bad_nc < 0.4  # a quarter-sized piece: IoU 1/4, two points together 1/4 of the time
+    random = np.random.default_rng(1).integers(0, 40, (3, 24, 24))
+    assert metrics.segmentation_injectivity(random, masks, rng, samples=200) < 0.2
+
+
+def test_sampled_nc_is_the_mean_over_points_of_the_best_iou():
+    """The released definition on a hand-made case: a 12-pixel mask predicted as pieces of 6, 4 and 2 pixels
+    scores (6 * 6/12 + 4 * 4/12 + 2 * 2/12) / 12 on average (each point scores its own piece), not the max 0.5."""
+    gt = np.ones((1, 1, 12), bool)
+    pred = np.array([[[0] * 6 + [1] * 4 + [2] * 2]])
+    want = (6 * 6 / 12 + 4 * 4 / 12 + 2 * 2 / 12) / 12
+    got = metrics.normalized_covering_sampled(pred, gt, np.random.default_rng(0), samples=20000, min_size=1)
+    assert got == pytest.approx(want, abs=0.01)
+    assert metrics.normalized_covering(pred, gt, min_size=1) == pytest.approx(0.5)  # dense Eq. 6: the best piece
+    # a coarser granularity that covers the mask makes every point score 1
+    both = np.concatenate([pred, np.zeros((1, 1, 12), np.int64)])
+    assert metrics.normalized_covering_sampled(both, gt, np.random.default_rng(0), min_size=1) == 1.0
+
+
+def test_overlapping_masks_are_queried_not_partitioned():
+    """A SAM user's masks: the mask nearest the granularity's size around a point, each mask kept whole."""
+    masks, _ = _objects()
+    whole = masks[0] | masks[1]
+    sam = np.stack([masks[0], masks[1], whole])
+    pred = metrics.query_masks(sam, num_levels=10)
+    rng = np.random.default_rng(0)
+    assert metrics.normalized_covering_sampled(pred, masks, rng, samples=100) == 1.0
+    assert metrics.segmentation_injectivity(pred, masks, rng, samples=100) == 1.0
+    # masks that each cover half an object: two points of one object agree only half the time
+    halves = np.zeros((4, 24, 24), bool)
+    halves[0, 4:12, 2:11] = halves[1, 12:20, 2:11] = halves[2, 4:12, 13:22] = halves[3, 12:20, 13:22] = True
+    si = metrics.segmentation_injectivity(metrics.query_masks(halves, 10), masks, rng, samples=400)
+    assert 0.35 < si < 0.65
+    with pytest.raises(metrics.MetricInputError):
+        metrics.Prediction(np.zeros((1, 24, 24), np.int64), np.zeros((1, 5, 5), bool))
+
+
+def test_nc_curve_per_granularity():
+    masks, exact = _objects()
+    fine = np.arange(24 * 24).reshape(24, 24)  # every pixel alone
+    curve = metrics.normalized_covering_curve(np.stack([fine, exact]), masks)
+    assert curve[0] < 0.05 and curve[1] == 1.0

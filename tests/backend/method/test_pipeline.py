@@ -55,15 +55,18 @@ def test_training_loss_goes_down(trained):
 def test_3d_segmentation_beats_input_masks_and_is_consistent(trained, scene_64):
     run, _ = trained
     trainer, scene, _, data, cfg = load_trained(run)
-    rows = evaluate_trained(trainer, scene, data, cfg, EvalConfig(rotations=(10.0,), samples=50))
+    ev = evaluate_trained(trainer, scene, data, cfg, EvalConfig(rotations=(10.0,), samples=50))
+    rows = ev.rows
+    assert ev.protocol == "exact-geometry"  # a depth-geometry run: the only protocol it allows
     inp, ours = rows["input masks (2D)"], rows["ours-3D"]
     # Lifting SAM-like masks (missed parts, splits, merges, view-dependent granularity) to 3D recovers
     # objects the per-view masks only find in pieces, with labels that agree across viewpoints (the
     # paper's NC and VC claims, measured apart from the mask source as the issue asks).
     assert ours["NC_obj"] > inp["NC_obj"], rows
     assert ours["VC_10"] > inp["VC_10"], rows
-    assert ours["SI"] == pytest.approx(1.0)
+    assert ours["SI"] >= inp["SI"] - 0.05, rows
     assert 0.3 < ours["NC_mean"] <= 1.0
+    assert set(ev.curves) >= {"input masks (2D)", "ours-3D", "ours-3D (whole tree)"}
 
 
 def test_segment_writes_nested_hierarchy_ply_and_views(trained, tmp_path):
