@@ -302,23 +302,23 @@ class Trainer:
         total = self.cfg.iterations
         stopped = False
         self.field.train()
-        while self.step < total:
-            if self.should_stop is not None and self.should_stop():
-                stopped = True
-                break
-            try:
+        try:
+            while self.step < total:
+                if self.should_stop is not None and self.should_stop():
+                    stopped = True
+                    break
                 self.last_losses = self.train_step()
-            except KeyboardInterrupt:  # keep what was computed: the next run resumes from here
-                self.save_checkpoint()
-                raise
-            self.step += 1
-            every = self.cfg.checkpoint_every
-            if self.run_dir is not None and every > 0 and self.step % every == 0 and self.step < total:
-                self.save_checkpoint()
-            if self.progress is not None and (self.step % max(self.cfg.progress_every, 1) == 0 or self.step == total):
-                done = self.step - start
-                eta = (time.perf_counter() - t0) / max(done, 1) * (total - self.step)
-                self.progress(TrainProgress(self.step, total, dict(self.last_losses), eta))
+                self.step += 1
+                every = self.cfg.checkpoint_every
+                if self.run_dir is not None and every > 0 and self.step % every == 0 and self.step < total:
+                    self.save_checkpoint()
+                if self.progress is not None and (self.step % max(self.cfg.progress_every, 1) == 0 or self.step == total):
+                    done = self.step - start
+                    eta = (time.perf_counter() - t0) / max(done, 1) * (total - self.step)
+                    self.progress(TrainProgress(self.step, total, dict(self.last_losses), eta))
+        except KeyboardInterrupt:  # keep what was computed (up to the last finished step): the next run resumes
+            self.save_checkpoint()
+            raise
         self.save_checkpoint()
         return TrainResult(iterations=self.step, losses=dict(self.last_losses), stopped=stopped,
                            seconds=time.perf_counter() - t0, geometry=self.geometry)
