@@ -170,6 +170,41 @@ def feature_distances(features: np.ndarray, src: np.ndarray, dst: np.ndarray) ->
     return np.clip(1.0 - np.einsum("ed,ed->e", f[src], f[dst]), 0.0, 2.0)
 
 
+def core_distances(num_vertices: int, src: np.ndarray, dst: np.ndarray, w: np.ndarray, m: int) -> np.ndarray:
+    """``m``-th smallest edge length at every vertex (HDBSCAN's core distance, Campello et al. 2013, taken over
+    the vertex's graph edges), float64 [N]. Vertices with fewer than ``m`` edges get their largest edge (0 without
+    edges).
+
+    >>> core_distances(3, np.array([0, 0]), np.array([1, 2]), np.array([0.1, 0.3]), 2).tolist()
+    [0.3, 0.1, 0.3]
+    """
+    n = int(num_vertices)
+    ends = np.concatenate([src, dst]).astype(np.int64)
+    lens = np.concatenate([w, w]).astype(np.float64)
+    order = np.lexsort((lens, ends))
+    ends, lens = ends[order], lens[order]
+    first = np.searchsorted(ends, np.arange(n), side="left")
+    count = np.searchsorted(ends, np.arange(n), side="right") - first
+    core = np.zeros(n, np.float64)
+    has = count > 0
+    core[has] = lens[first[has] + np.minimum(m, count[has]) - 1]
+    return core
+
+
+def mutual_reachability(num_vertices: int, src: np.ndarray, dst: np.ndarray, w: np.ndarray,
+                        min_samples: int) -> np.ndarray:
+    """Edge lengths ``max(w, core(src), core(dst))`` (HDBSCAN's mutual reachability over a kNN graph), float64 [E].
+
+    Single linkage over these lengths is robust to a few points lying between two clusters: a path through them
+    costs at least their core distance. ``min_samples <= 0`` returns ``w`` unchanged.
+    """
+    w = np.asarray(w, np.float64)
+    if min_samples <= 0 or len(w) == 0:
+        return w
+    core = core_distances(num_vertices, src, dst, w, min_samples)
+    return np.maximum(w, np.maximum(core[src], core[dst]))
+
+
 def mask_boundary_crossings(sources: np.ndarray, targets: np.ndarray, masks: np.ndarray) -> np.ndarray:
     """Edges that cross a mask boundary: endpoints differ in membership of at least one mask.
 

@@ -12,8 +12,11 @@ Algorithm 1 (shared ancestors are sampled once, not once per leaf). Each pair ke
 depth, 1 = child of the root) so the loss compares positives and negatives of the same level only: a pair that is
 negative at a fine level can be positive one level up. ``n_neg = 4 * n_pos`` gives the paper's 4:1 variant.
 
-The released code additionally reuses a level's negatives as the next level's positives; this module samples each
-level independently (the paper's description).
+With ``reuse_negatives`` (the authors' code; Algorithm 1 read literally, where the pair that is negative for
+``A`` inside ``B`` becomes a positive of ``B`` one level up), the positives of a node that has children are its
+children's negative pairs (a pixel of child ``A`` and one of ``B \\ A``, drawn uniformly among all children's
+negatives) instead of fresh pairs: at ``B``'s level exactly the pixels pushed apart one level down are pulled
+together, tying consecutive levels. Without it each level is sampled independently.
 
 Everything is array code: one ``flatnonzero`` per mask set plus random offsets (no Python loop over pairs or masks).
 """
@@ -95,7 +98,7 @@ def draw_members(rows: np.ndarray, count: int, rng: np.random.Generator) -> np.n
 
 
 def sample_hierarchical_pairs(tree: MaskTree, rng: np.random.Generator, n_pos: int = 64,
-                              n_neg: int = 64) -> PairSet:
+                              n_neg: int = 64, reuse_negatives: bool = False) -> PairSet:
     """Algorithm 1: ``n_pos`` positive and ``n_neg`` negative pairs for every non-root node of ``tree``.
 
     Output order: all positives (node by node, increasing node index), then all negatives (same node order).
@@ -124,6 +127,8 @@ def sample_hierarchical_pairs(tree: MaskTree, rng: np.random.Generator, n_pos: i
     pos = draw_members(inside, 2 * n_pos, rng).reshape(len(nodes), n_pos, 2)
     neg_a = draw_members(inside, n_neg, rng)
     neg_b = draw_members(remainder, n_neg, rng)
+    if reuse_negatives and n_neg > 0 and n_pos > 0:
+        _reuse_negatives(tree, nodes, pos, neg_a, neg_b, rng)
     node_pos = np.repeat(nodes, n_pos)
     node_neg = np.repeat(nodes, n_neg)
     node = np.concatenate([node_pos, node_neg])
@@ -131,6 +136,27 @@ def sample_hierarchical_pairs(tree: MaskTree, rng: np.random.Generator, n_pos: i
                    second=np.concatenate([pos[..., 1].reshape(-1), neg_b.reshape(-1)]),
                    positive=np.concatenate([np.ones(len(node_pos), bool), np.zeros(len(node_neg), bool)]),
                    level=tree.depth[node].astype(np.int64), node=node)
+
+
+def _reuse_negatives(tree: MaskTree, nodes: np.ndarray, pos: np.ndarray, neg_a: np.ndarray, neg_b: np.ndarray,
+                     rng: np.random.Generator) -> None:
+    """Overwrite (in place) the positives ``pos`` [N, n_pos, 2] of every sampled node that has sampled children
+    with uniform draws among its children's negative pairs (``neg_a``, ``neg_b`` [N, n_neg])."""
+    row_of = np.full(tree.num_nodes, -1, np.int64)
+    row_of[nodes] = np.arange(len(nodes))
+    parent_row = row_of[tree.parent[nodes]]  # -1: the parent is the root or was not sampled
+    child = np.flatnonzero(parent_row >= 0)
+    if len(child) == 0:
+        return
+    order = child[np.argsort(parent_row[child], kind="stable")]
+    prow = parent_row[order]
+    parents, first, count = np.unique(prow, return_index=True, return_counts=True)
+    n_pos, n_neg = pos.shape[1], neg_a.shape[1]
+    pick = np.minimum((rng.random((len(parents), n_pos)) * count[:, None]).astype(np.int64), count[:, None] - 1)
+    pick_child = order[first[:, None] + pick]
+    pick_neg = np.minimum((rng.random((len(parents), n_pos)) * n_neg).astype(np.int64), n_neg - 1)
+    pos[parents, :, 0] = neg_a[pick_child, pick_neg]
+    pos[parents, :, 1] = neg_b[pick_child, pick_neg]
 
 
 def stencil_starts(labels: np.ndarray, length: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

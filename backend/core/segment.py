@@ -17,7 +17,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from backend.core import linkage_tree
-from backend.core.graphs import connect_components, feature_distances, grid_graph_4, knn_graph
+from backend.core.graphs import (connect_components, feature_distances, grid_graph_4, knn_graph,
+                                  mutual_reachability)
 from backend.core.geometry import unproject_depth
 from backend.core.pointcloud import PointCloud
 
@@ -44,6 +45,24 @@ class SegmentConfig:
     nearest neighbours (smaller ones are fusion debris and stay apart)."""
     propagate_max_distance: float = 5e-3
     """A pixel stays unassigned when its nearest labelled point is farther (normalised units)."""
+    propagate_gate: str = "nearest"
+    """Which of the ``propagate_k`` voters the distance gate tests: ``nearest`` (Sec. 4.2 as written) or
+    ``farthest`` (the authors' code: a pixel is labelled only when all k voters are close)."""
+    min_samples: int = 0
+    """Mutual-reachability linkage (HDBSCAN-like, a departure from Sec. 4.2's single linkage): edge ``(a, b)``
+    gets the length ``max(d(a, b), core(a), core(b))`` with ``core(p)`` the ``min_samples``-th shortest feature
+    distance among ``p``'s kNN edges. Points in the band where the field changes from one object's feature to
+    its neighbour's have large core distances, so they no longer chain touching objects together at fine cuts.
+    0 = plain single linkage (the paper)."""
+    min_cluster_size: int = 0
+    """Segments with fewer points at a cut are noise (-1, HDBSCAN's rule); novel-view pixels then take the vote
+    of the nearest *labelled* points. 0 = off (only the ``max_segments`` rule applies)."""
+
+    def __post_init__(self) -> None:
+        if self.propagate_gate not in ("nearest", "farthest"):
+            raise ValueError(f"propagate_gate must be 'nearest' or 'farthest', got {self.propagate_gate!r}")
+        if self.min_samples < 0 or self.min_cluster_size < 0:
+            raise ValueError("min_samples and min_cluster_size must be >= 0")
 
 
 @dataclass
@@ -52,10 +71,19 @@ class Segmentation3D:
 
     cloud: PointCloud
     tree: linkage_tree.SingleLinkageTree
+    min_cluster_size: int = 0
+    """Segments smaller than this are noise (-1) at every cut (see :class:`SegmentConfig`)."""
 
     def labels(self, thresholds, max_segments: int = 200) -> np.ndarray:
         """int [T,N] labels (-1 unassigned), nested as thresholds grow."""
-        return linkage_tree.cut_many(self.tree, np.asarray(thresholds, np.float64), max_segments=max_segments)
+        lab = linkage_tree.cut_many(self.tree, np.asarray(thresholds, np.float64), max_segments=max_segments)
+        if self.min_cluster_size > 1:
+            for row in lab:
+                ok = row >= 0
+                if ok.any():
+                    counts = np.bincount(row[ok])
+                    row[ok & (counts[np.maximum(row, 0)] < self.min_cluster_size)] = -1
+        return lab
 
 
 def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None) -> Segmentation3D:
@@ -68,15 +96,19 @@ def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None) -> 
     # merge; debris under 0.2% of the points stays apart.
     src, dst = connect_components(cloud.points, src, dst, min_size=max(int(cfg.bridge_min_fraction * len(cloud)), 2))
     w = feature_distances(cloud.features, src, dst)
+    w = mutual_reachability(len(cloud), src, dst, w, cfg.min_samples)
     tree = linkage_tree.single_linkage_tree(len(cloud), src, dst, w)
-    return Segmentation3D(cloud=cloud, tree=tree)
+    return Segmentation3D(cloud=cloud, tree=tree, min_cluster_size=cfg.min_cluster_size)
 
 
 def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int = 5,
-                          max_distance: float = 5e-3) -> np.ndarray:
+                          max_distance: float = 5e-3, labelled_fallback: bool = False,
+                          gate: str = "nearest") -> np.ndarray:
     """Labels int [T,N] of ``points`` [N,3] -> int [T,Q] for ``queries`` [Q,3]: the mode of the k nearest
     labelled points (nearest first wins ties), one kNN query for all T thresholds; -1 when the nearest
-    point is farther than ``max_distance`` or none of the k is labelled (Sec. 4.2, 3D)."""
+    point (``gate="farthest"``: the k-th) is farther than ``max_distance`` or none of the k is labelled
+    (Sec. 4.2, 3D). ``labelled_fallback``: queries whose k neighbours are all unlabelled (noise segments) take
+    the vote of the k nearest labelled points, under the same gate."""
     from scipy.spatial import cKDTree
 
     t = labels.shape[0]
@@ -86,9 +118,13 @@ def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.nd
     k = min(k, len(points))
     dist, idx = cKDTree(points).query(queries, k=k)
     dist, idx = dist.reshape(len(queries), k), idx.reshape(len(queries), k)
-    near = dist[:, 0] <= max_distance
+    near = (dist[:, -1] if gate == "farthest" else dist[:, 0]) <= max_distance
     for i in range(t):
         out[i, near] = mode_vote(labels[i][idx[near]])
+        if labelled_fallback:
+            miss = np.flatnonzero(near & (out[i] < 0))
+            if len(miss):
+                out[i, miss] = propagate_labels(points, labels[i], queries[miss], k=k, max_distance=max_distance)
     return out
 
 
@@ -106,7 +142,8 @@ def view_labels(seg: Segmentation3D, labels: np.ndarray, depth: np.ndarray, K: n
         return out
     pts = unproject_depth(depth, K, c2w)[fg]
     out[:, fg] = propagate_label_stack(seg.cloud.points, labels, pts, k=cfg.propagate_k,
-                                       max_distance=cfg.propagate_max_distance)
+                                       max_distance=cfg.propagate_max_distance,
+                                       labelled_fallback=seg.min_cluster_size > 1, gate=cfg.propagate_gate)
     return out
 
 

@@ -100,6 +100,14 @@ class TrainConfig:
     """Mask tree inclusion threshold (Algorithm 1)."""
     p_iou: float = 0.85
     """Mask tree IoU threshold (paper 0.85, released code 0.9)."""
+    image_mask_trees: bool = False
+    """Build each image's mask tree once on its full-resolution masks (Algorithm 1's inclusion tests on exact
+    areas) and restrict it to the sampled pixels at every step (authors' code). False rebuilds the tree every step
+    from the sampled pixels only (noisy inclusion estimates; the tree changes from step to step). The size filter
+    (5 < area < P - 5 of P sampled pixels) is scaled to the image."""
+    reuse_negatives: bool = False
+    """Algorithm 1's reuse: the positives of a node with children are its children's negatives (authors' code;
+    see :func:`backend.core.sampling.sample_hierarchical_pairs`)."""
     render_chunk: int = 8192
     """Points per chunk when querying features at depth points; volume rendering uses
     ``render_chunk * 16 / num_samples`` rays per chunk (bounded memory)."""

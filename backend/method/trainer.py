@@ -40,7 +40,7 @@ from backend.method.field.occupancy import OccupancyGrid
 from backend.method.field.renderer import render_rays, render_rays_chunked
 from backend.core.geometry import camera_rays, unproject
 from backend.method.losses import LossTerms, depth_continuity_loss, feature_losses, norm_loss
-from backend.core.mask_tree import leaf_label_map, mask_tree
+from backend.core.mask_tree import MaskTree, leaf_label_map, mask_tree
 from backend.core.sampling import sample_depth_stencils, sample_hierarchical_pairs
 from backend.core.scene import Scene
 from backend.wire.files import atomic_path, write_json_atomic
@@ -189,6 +189,7 @@ class Trainer:
         self.step = 0
         self.last_losses: dict[str, float] = {}
         self._leaf_labels: dict[int, np.ndarray] = {}
+        self._trees: dict[int, MaskTree] = {}
         self._bg_rgb = torch.tensor(cfg.background_rgb, dtype=torch.float32, device=self.device)
 
     # -- construction helpers -----------------------------------------------------------------------------------
@@ -339,14 +340,37 @@ class Trainer:
             self._leaf_labels[view] = leaf_label_map(tree).reshape(self.scene.height, self.scene.width)
         return self._leaf_labels[view]
 
+    def _image_tree(self, view: int) -> MaskTree:
+        """Mask tree of a view's full-resolution masks (cached; :attr:`TrainConfig.image_mask_trees`)."""
+        if view not in self._trees:
+            m = self.masks[view]
+            hw = self.scene.height * self.scene.width
+            min_size = max(1, int(np.ceil(6 * hw / min(self.cfg.rays_per_step, hw))))
+            self._trees[view] = mask_tree(m.reshape(m.shape[0], -1), p_in=self.cfg.p_in, p_iou=self.cfg.p_iou,
+                                          min_size=min_size, max_size=hw - min_size)
+        return self._trees[view]
+
+    def _step_pairs(self, view: int, rows: np.ndarray, cols: np.ndarray):
+        """Masks at the sampled pixels and Algorithm 1's pairs for one step."""
+        cfg = self.cfg
+        if cfg.image_mask_trees:
+            full = self._image_tree(view)
+            tree = MaskTree(masks=full.masks[:, rows * self.scene.width + cols], parent=full.parent,
+                            kept=full.kept, depth=full.depth)
+            sampled_masks = tree.masks[:-1]
+        else:
+            sampled_masks = self.masks[view][:, rows, cols]
+            tree = mask_tree(sampled_masks, p_in=cfg.p_in, p_iou=cfg.p_iou)
+        pairs = sample_hierarchical_pairs(tree, self.rng, n_pos=cfg.n_pos, n_neg=cfg.n_neg,
+                                          reuse_negatives=cfg.reuse_negatives)
+        return sampled_masks, pairs
+
     def train_step(self) -> dict[str, float]:
         """One optimisation step on one random view; returns the loss terms as floats."""
         cfg = self.cfg
         view = int(self.rng.integers(self.scene.num_views))
         rows, cols, uv = self._sample_pixels(view)
-        sampled_masks = self.masks[view][:, rows, cols]
-        tree = mask_tree(sampled_masks, p_in=cfg.p_in, p_iou=cfg.p_iou)
-        pairs = sample_hierarchical_pairs(tree, self.rng, n_pos=cfg.n_pos, n_neg=cfg.n_neg)
+        sampled_masks, pairs = self._step_pairs(view, rows, cols)
 
         if self.geometry == "nerf":
             if self.step >= cfg.occupancy_warmup and (self.step - cfg.occupancy_warmup) % cfg.occupancy_every == 0:

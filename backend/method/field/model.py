@@ -47,6 +47,8 @@ class UltrametricFieldConfig:
     """Number of hidden layers of the feature MLP (the paper describes three)."""
     feature_dim: int = 256
     """Output feature dimension ``D``."""
+    learn_background: bool = True
+    """Learn the background feature (ours); False uses the authors' code's constant ``ones / sqrt(D)``."""
     density_bias: float = -1.0
     """Added to the density MLP's output before the exponential (starts the field mostly empty)."""
 
@@ -116,9 +118,12 @@ class UltrametricField(nn.Module):
         self.feature_encoder = make_encoder(cfg.feature_grid, device)
         self.feature_net = _mlp(cfg.feature_grid.output_dim, cfg.feature_hidden_dim, cfg.feature_hidden_layers,
                                 cfg.feature_dim)
-        g = torch.Generator().manual_seed(0)
-        bg = torch.randn(cfg.feature_dim, generator=g)
-        self.background_feature = nn.Parameter(bg / bg.norm())
+        if cfg.learn_background:
+            g = torch.Generator().manual_seed(0)
+            bg = torch.randn(cfg.feature_dim, generator=g)
+            self.background_feature = nn.Parameter(bg / bg.norm())
+        else:
+            self.register_buffer("background_feature", torch.ones(cfg.feature_dim) / cfg.feature_dim ** 0.5)
         self.to(device)
 
     def normalise_points(self, x: Tensor) -> Tensor:

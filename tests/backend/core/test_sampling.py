@@ -130,3 +130,16 @@ def test_depth_stencils_counts_and_edge_cases():
     assert sample_depth_stencils(np.zeros((2, 2), int), np.random.default_rng(0)).shape == (0, 4)
     with pytest.raises(ValueError):
         sample_depth_stencils(np.zeros(5, int), np.random.default_rng(0))
+
+
+def test_reuse_negatives_as_parent_positives():
+    m = np.zeros((3, 40), bool)
+    m[0, :30] = True
+    m[1, :10] = True
+    m[2, 12:20] = True
+    tree = mask_tree(m, min_size=1)
+    ps = sample_hierarchical_pairs(tree, np.random.default_rng(0), n_pos=8, n_neg=8, reuse_negatives=True)
+    negs = {(int(a), int(b)) for a, b, p, n in zip(ps.first, ps.second, ps.positive, ps.node) if not p and n in (1, 2)}
+    parent_pos = {(int(a), int(b)) for a, b, p, n in zip(ps.first, ps.second, ps.positive, ps.node) if p and n == 0}
+    assert parent_pos <= negs and len(parent_pos) > 1
+    assert (ps.level[ps.node == 0] == 1).all()

@@ -62,3 +62,24 @@ def test_hierarchy_links_each_segment_to_its_coarser_parent():
     assert fine[0]["parent"] == 0 and fine[1]["parent"] == 0 and fine[2]["parent"] == 1
     assert fine[0]["size"] == 2
     assert all(s["parent"] is None for s in h["levels"][1]["segments"])
+def test_mutual_reachability_does_not_chain_through_a_few_boundary_points():
+    # Two blobs touching through a thin line of 3 points with interpolated features: single linkage merges the
+    # blobs at a tiny threshold, mutual reachability (min_samples=4) only at the jump the bridge points span.
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 0.1, (200, 3))
+    b = rng.uniform(0, 0.1, (200, 3)) + [0.14, 0, 0]
+    line = np.array([[0.11, 0.05, 0.05], [0.12, 0.05, 0.05], [0.13, 0.05, 0.05]])
+    pts = np.concatenate([a, b, line])
+    t = np.linspace(0, 1, 5)[1:-1]
+    feats = np.concatenate([np.tile([1.0, 0], (200, 1)), np.tile([0.0, 1], (200, 1)),
+                            np.stack([np.cos(t * np.pi / 2), np.sin(t * np.pi / 2)], 1)])
+    cloud = PointCloud(pts, np.zeros((len(pts), 3), np.uint8), feats)
+    single = segment_point_cloud(cloud, SegmentConfig(knn=8)).labels([0.1])[0]
+    assert single[0] == single[200]  # chained
+    mr = segment_point_cloud(cloud, SegmentConfig(knn=8, min_samples=4, min_cluster_size=5)).labels([0.1])[0]
+    assert mr[0] != mr[200] and mr[0] >= 0 and mr[200] >= 0
+    assert mr[401] == -1  # the middle boundary point is noise at this cut
+    # Novel-view queries next to noise points take the nearest labelled points' vote.
+    q = line[1:2] + [0.0, 0.0, 0.001]
+    lab = propagate_label_stack(pts, mr[None], q, k=2, max_distance=0.05, labelled_fallback=True)
+    assert lab[0, 0] == mr[0]

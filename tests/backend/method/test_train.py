@@ -278,3 +278,18 @@ def test_learning_rate_cosine_decay(box_scene):
     tr = Trainer(scene, masks, tiny_config(geometry="depth", iterations=20))
     tr.fit()
     assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(tr.cfg.lr / 30, rel=1e-6)
+
+
+def test_released_code_variants_train(box_scene):
+    """Per-image mask trees, negatives reused as positives and a constant background feature (released code)."""
+    scene, masks = box_scene
+    field = dataclasses.replace(tiny_config().field, learn_background=False, feature_hidden_layers=3)
+    cfg = tiny_config(geometry="depth", iterations=40, lr=2e-2, image_mask_trees=True, reuse_negatives=True,
+                      field=field)
+    tr = Trainer(scene, masks, cfg)
+    first = [_feature_loss(tr.train_step()) for _ in range(5)]
+    tr.step = 5
+    tr.fit()
+    last = [_feature_loss(tr.train_step()) for _ in range(5)]
+    assert np.mean(last) < np.mean(first)
+    assert len(tr._trees) >= 1 and "background_feature" not in dict(tr.field.named_parameters())
