@@ -9,12 +9,17 @@
    source of truth, no symlinks, no copies in the repository.
 3. Bundles pyzmq as wheels: for each Blender platform and each Python that the supported Blender releases
    embed (:data:`BLENDER_PYTHONS`, from the manifest's ``blender_version_min`` on: 3.11 for 4.2 to 5.0,
-   3.13 for 5.1 and later), it asks pip for the binary wheel of the *installed* pyzmq version
-   (``pip download pyzmq==<v> --only-binary=:all: --no-deps --platform ... --python-version ...``). A
-   stable-ABI wheel (``cp312-abi3``) serves every later Python, and Blender installs only the wheel that
-   matches its own Python, so one zip serves Blender 4.2 LTS to 5.3. A platform is claimed only when
-   every one of those Pythons has a wheel for it (the script names what is missing); with none at all
-   the zip is built without pyzmq (the add-on then reports that pyzmq is missing) and the script says so.
+   3.13 for 5.1 and later), it asks pip for the binary wheel of pyzmq :data:`BLENDER_PYZMQ`
+   (``pip download pyzmq==<v> --only-binary=:all: --no-deps --platform ... --python-version ...``). Blender
+   installs only the wheel that matches its own Python, so one zip serves Blender 4.2 LTS to 5.3.
+   Why not the newest pyzmq: from 27.0 on pyzmq publishes ``cp312-abi3`` wheels for Python >= 3.12, and
+   Blender derives an extension's Pythons from its wheel names, dropping a stable-ABI "any Python 3" as soon
+   as a ``cp311`` wheel is present (``python_versions_from_wheels`` in Blender's ``blender_ext.py``): Blender
+   5.3 then refuses the zip ("This Python version (3.13) isn't compatible with (3.11)"). 26.4.0 is the
+   newest pyzmq with explicit ``cp311`` and ``cp313`` wheels on all four platforms; the build fails when
+   the wheels found would be refused by one of the Blender Pythons. A platform is claimed only when every
+   one of those Pythons has a wheel for it; with no pyzmq wheel at all the zip is built without pyzmq (the
+   add-on then reports that pyzmq is missing) and the script says so.
 4. Writes the manifest's ``platforms`` and ``wheels`` from the wheels found, and zips everything with
    ``blender_manifest.toml`` at the root: ``<out>/<id>-<version>.zip``.
 
@@ -26,7 +31,6 @@ enable_on_install=True)``.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import re
 import shutil
@@ -48,12 +52,15 @@ PLATFORM_TAGS: dict[str, str] = {
     "macos-x64": "macosx_10_15_x86_64",
 }
 #: The Python each Blender release embeds (https://docs.blender.org/api/current/info_overview.html). The
-#: wheels bundled serve every release from the manifest's ``blender_version_min`` on; a newer release
-#: with a newer Python is served by the stable-ABI (``abi3``) wheels pyzmq publishes.
+#: wheels bundled serve every release from the manifest's ``blender_version_min`` on. A release with a new
+#: Python needs a line here (and a pyzmq with a wheel for it); ``--python-versions`` overrides the table.
 BLENDER_PYTHONS: dict[tuple[int, int], str] = {
     (4, 2): "3.11", (4, 3): "3.11", (4, 4): "3.11", (4, 5): "3.11", (5, 0): "3.11",
     (5, 1): "3.13", (5, 2): "3.13", (5, 3): "3.13",
 }
+#: pyzmq bundled for Blender (see step 3 above); ``--pyzmq-version`` overrides it. The job server may run any
+#: pyzmq >= 26: ZeroMQ's wire protocol does not depend on it.
+BLENDER_PYZMQ = "26.4.0"
 EXCLUDE_DIRS = {"__pycache__", ".pytest_cache", "wheels", ".git"}
 EXCLUDE_SUFFIXES = (".pyc", ".pyo", ".orig", ".rej")
 
@@ -112,6 +119,26 @@ def wheel_serves_python(filename: str, python: str) -> bool:
         if "abi3" in abi_tags and len(version) == 2 and version[0] == want[0] and version <= want:
             return True
     return False
+
+
+def blender_refuses(wheels: list[str], python: str) -> bool:
+    """Whether Blender on ``python`` refuses an extension with these wheels: it accepts when its ``X.Y`` or
+    a bare ``X`` is among the Pythons of the wheel names, where a stable-ABI wheel counts as ``X`` and a
+    bare ``X`` is dropped once any ``X.Y`` is present (Blender's ``python_versions_from_wheels``)."""
+    major_minor: set[str] = set()
+    major: set[str] = set()
+    for w in wheels:
+        parts = Path(w).stem.split("-")
+        if any(t.startswith("abi") and t[3:].isdigit() for t in parts[-2].split(".")):
+            major |= {t[3:] for t in parts[-2].split(".") if t.startswith("abi")}
+            continue
+        for tag in parts[-3].split("."):
+            m = re.fullmatch(r"(?:cp|py)(\d)(\d*)", tag)
+            if m and m.group(1) != "2":
+                (major_minor.add(f"{m.group(1)}.{m.group(2)}") if m.group(2) else major.add(m.group(1)))
+    major -= {v.split(".")[0] for v in major_minor}
+    versions = major | major_minor
+    return bool(versions) and python not in versions and python.split(".")[0] not in versions
 
 
 def coverage_gaps(wheels: list[str], platforms: list[str], pythons: list[str]) -> list[tuple[str, str]]:
@@ -232,7 +259,8 @@ def zip_folder(folder: Path, zip_path: Path) -> None:
 
 
 def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool = True,
-          wheels_dir: Path | None = None, log=print, pythons: list[str] | None = None) -> Path:
+          wheels_dir: Path | None = None, log=print, pythons: list[str] | None = None,
+          pyzmq_version: str | None = None) -> Path:
     """Build the extension zip into ``out_dir``; returns its path. ``pythons``: the Pythons to bundle
     pyzmq for (default: those of the Blender releases the manifest supports, :func:`python_versions`)."""
     platforms = list(PLATFORM_TAGS) if platforms is None else platforms
@@ -250,10 +278,7 @@ def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool =
             if wheels_dir is not None:
                 wheels = sorted(Path(wheels_dir).glob("pyzmq-*.whl"))
             else:
-                try:
-                    version = importlib.metadata.version("pyzmq")
-                except importlib.metadata.PackageNotFoundError:
-                    raise BuildError("pyzmq is not installed here; install it or pass --no-wheels") from None
+                version = pyzmq_version or BLENDER_PYZMQ
                 log(f"bundling pyzmq {version} wheels for {', '.join(platforms)}; Python {', '.join(pythons)}")
                 wheels = download_wheels(Path(tmp) / "wheels", version, platforms, pythons, log)
         version = manifest_field((stage / MANIFEST).read_text(), "version")
@@ -267,6 +292,9 @@ def build(out_dir: Path, platforms: list[str] | None = None, with_wheels: bool =
                 "(the add-on will report that pyzmq is missing unless Blender's Python has it)")
         binary = [w.name for w in wheels if not w.name.startswith(RUNTIME_NAME)]
         served: list[str] = []
+        if refused := [py for py in pythons if blender_refuses(binary, py)]:
+            raise BuildError(f"Blender with Python {', '.join(refused)} would refuse a zip with these wheels "
+                             f"({', '.join(binary)}): bundle a pyzmq with explicit cpXY wheels (--pyzmq-version)")
         if binary:
             offered = sorted(set().union(*(wheel_platforms(w) for w in binary)) & set(platforms))
             gaps = coverage_gaps(binary, offered, pythons)
@@ -291,9 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python-versions", nargs="+", default=None, metavar="X.Y",
                    help="Pythons to bundle pyzmq for (default: those of the Blender releases from the manifest's "
                         "blender_version_min on, e.g. 3.11 3.13)")
+    p.add_argument("--pyzmq-version", default=None, help=f"pyzmq to bundle (default {BLENDER_PYZMQ})")
     args = p.parse_args(argv)
     try:
-        build(args.out_dir, args.platforms, not args.no_wheels, args.wheels_dir, pythons=args.python_versions)
+        build(args.out_dir, args.platforms, not args.no_wheels, args.wheels_dir, pythons=args.python_versions,
+              pyzmq_version=args.pyzmq_version)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
