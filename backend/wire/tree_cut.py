@@ -255,3 +255,51 @@ def threshold_to_granularity(merges: np.ndarray, n_leaves: int, threshold: float
     k = int(np.searchsorted(merges, float(threshold), side="left"))  # merges with altitude < t
     segments = max(n - k, 1)
     return float(min(max(1.0 - np.log(segments) / np.log(n), 0.0), 1.0))
+
+
+# -------------------------------------------------------------------------------------- colours of files
+#
+# Pictures and PLY files colour segments like the add-on: a segment's colour comes from its first point,
+# so across cuts a segment keeps its colour while it exists, and when it merges into its parent the parent
+# takes the colour of the child holding the smaller first point (one child keeps its colour).
+
+
+def label_cut(labels: np.ndarray) -> Cut:
+    """A :class:`Cut` over labels that are already ranked segment ids (``0 .. K-1``, as in ``result.npz``;
+    negative = outside the kept segments): the ids are kept, only ``sizes`` and ``first_point`` are computed.
+
+    >>> c = label_cut(np.array([1, 0, 0, -1, 1, 0]))
+    >>> c.sizes.tolist(), c.first_point.tolist()
+    ([3, 2], [1, 0])
+    """
+    labels = np.asarray(labels).reshape(-1)
+    n = labels.shape[0]
+    k = int(labels.max(initial=-1)) + 1
+    ok = labels >= 0
+    sizes = np.bincount(labels[ok], minlength=k).astype(np.int64)
+    first = np.full(k, n, np.int64)
+    np.minimum.at(first, labels[ok], np.flatnonzero(ok))
+    return Cut(labels=labels.astype(np.int32), sizes=sizes, first_point=first)
+
+
+def colour_table(labels: np.ndarray, n_coloured: int | None = None, grey=GREY) -> np.ndarray:
+    """float32 [K + 1, 3] linear RGB: row ``i`` colours segment id ``i`` of ``labels`` int [N] (ranked ids,
+    see :func:`label_cut`); the last row (``table[-1]``, what ``table[labels]`` gives a label -1) is ``grey``.
+    The ``n_coloured`` largest ids get palette colours (default all), the rest ``grey``."""
+    c = label_cut(labels)
+    k = c.n_segments
+    table = np.empty((k + 1, 3), np.float32)
+    table[:k] = segment_colours(c, k if n_coloured is None else n_coloured, grey)
+    table[k] = np.asarray(grey, np.float32)
+    return table
+
+
+def srgb8(linear: np.ndarray) -> np.ndarray:
+    """uint8 sRGB of linear RGB in [0, 1] (how Blender shows the add-on's colours; for PNG and PLY files).
+
+    >>> srgb8(np.array([0.0, 0.2159, 1.0])).tolist()
+    [0, 128, 255]
+    """
+    x = np.clip(np.asarray(linear, np.float64), 0.0, 1.0)
+    s = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+    return np.round(s * 255).astype(np.uint8)

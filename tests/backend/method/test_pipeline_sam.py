@@ -18,7 +18,7 @@ from backend.method.masks.base import MaskConfig
 from backend.method.masks.sam import SamConfig, build_tiny_sam
 from backend.method.config import PipelineConfig
 from backend.method.pipeline import read_run_info, segment_run, train_run
-from backend.wire.result_files import read_ply
+from backend.wire.result_files import label_property, read_ply
 
 THRESHOLDS = [0.05, 0.1, 0.2, 0.3, 0.4]
 
@@ -79,8 +79,8 @@ def test_sam_segmentation_outputs_are_well_formed(sam_run):
 
     xyz, props = read_ply(out / "points.ply")
     np.testing.assert_array_equal(xyz, pts)
-    for k in range(len(THRESHOLDS)):
-        np.testing.assert_array_equal(props[f"label_{k}"], labels[k])
+    for k, t in enumerate(THRESHOLDS):
+        np.testing.assert_array_equal(props[label_property(t)], labels[k])
     assert {"red", "green", "blue"} <= set(props)
     import open3d as o3d
 

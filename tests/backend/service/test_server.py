@@ -90,7 +90,7 @@ def test_submit_progress_result_fetch_status(server, tmp_path):
     assert (folder / "result.npz").is_file() and (folder / "result.json").is_file()
     files = write_outputs(result, tmp_path / "out")
     head = (tmp_path / "out" / "points.ply").read_bytes()[:400]
-    assert b"property int label_1" in head and len(files) == 3
+    assert b"property int seg_t0_3" in head and len(files) == 4
 
 
 def test_fuzz_1000_malformed_messages_then_a_valid_job(server):
@@ -420,9 +420,10 @@ def test_submit_command_writes_ply_and_hierarchy(server, tmp_path, capsys):
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "accepted" in captured.err and "training" in captured.err  # tqdm progress on stderr
-    assert {Path(p).name for p in captured.out.split()} == {"points.ply", "hierarchy.json", "result.npz"}
+    assert {Path(p).name for p in captured.out.split()} == {"points.ply", "points_segments.ply",
+                                                             "hierarchy.json", "result.npz"}
     head = (out / "points.ply").read_bytes()[:400]
-    assert b"property int label_0" in head and b"property int label_1" in head
+    assert b"property int seg_t0_05" in head and b"property int seg_t0_2" in head
     assert json.loads((out / "hierarchy.json").read_text())["thresholds"] == pytest.approx([0.05, 0.2])
     with np.load(out / "result.npz", allow_pickle=False) as z:
         pts, _ = unproject(scene)  # back in the folder's (world) units after the normalisation round trip
