@@ -108,6 +108,11 @@ class TrainConfig:
     reuse_negatives: bool = False
     """Algorithm 1's reuse: the positives of a node with children are its children's negatives (authors' code;
     see :func:`backend.core.sampling.sample_hierarchical_pairs`)."""
+    feature_cell_pixels: float = 0.0
+    """When > 0, the feature grid's finest resolution is derived from the scene instead of
+    ``field.feature_grid.max_resolution``: the finest cell spans about this many pixel footprints at the median
+    surface depth (:func:`feature_resolution`), so two objects a few pixels apart get cells of their own (a plate
+    on a table at resolution 64 shares cells with the table). 0 keeps the configured resolution."""
     render_chunk: int = 8192
     """Points per chunk when querying features at depth points; volume rendering uses
     ``render_chunk * 16 / num_samples`` rays per chunk (bounded memory)."""
@@ -129,6 +134,40 @@ class TrainConfig:
             raise ValueError("iterations must be >= 0 and rays_per_step >= 8")
         if not 0 < self.lr_final_ratio <= 1:
             raise ValueError("lr_final_ratio must be in (0, 1]")
+
+
+def feature_resolution(bound: float, footprint: float, cell_pixels: float, lo: int = 64, hi: int = 2048) -> int:
+    """Finest feature-grid resolution whose cell (``2 * bound / res``) spans ``cell_pixels`` pixel footprints,
+    rounded up to a power of two and clamped to ``[lo, hi]``.
+
+    >>> feature_resolution(0.5, 0.007, 2.0)
+    128
+    """
+    if footprint <= 0 or cell_pixels <= 0:
+        return lo
+    res = 2.0 * bound / (cell_pixels * footprint)
+    return int(min(max(2 ** int(np.ceil(np.log2(max(res, 1.0)))), lo), hi))
+
+
+def scene_pixel_footprint(scene) -> float:
+    """Median size of one pixel on the surface (normalised units): depth / focal length over the foreground when
+    the scene has depth, else each camera's distance to the scene centre / focal length."""
+    fx = np.asarray(scene.K)[:, 0, 0].astype(np.float64)
+    if scene.depth is not None and (scene.depth > 0).any():
+        d = np.asarray(scene.depth)
+        fg = d > 0
+        return float(np.median(d[fg] / np.repeat(fx, fg.reshape(len(fg), -1).sum(1))))
+    dist = np.linalg.norm(np.asarray(scene.c2w)[:, :3, 3], axis=1)
+    return float(np.median(dist / fx))
+
+
+def resolve_scene_dependent(cfg: TrainConfig, footprint: float) -> TrainConfig:
+    """``cfg`` with its scene-dependent settings fixed for a scene of this pixel footprint (normalised units)."""
+    if cfg.feature_cell_pixels <= 0:
+        return cfg
+    fg = replace(cfg.field.feature_grid,
+                 max_resolution=feature_resolution(cfg.field.bound, footprint, cfg.feature_cell_pixels))
+    return replace(cfg, field=replace(cfg.field, feature_grid=fg))
 
 
 def _scaled(cfg: TrainConfig, iterations: int) -> TrainConfig:
@@ -212,6 +251,9 @@ class PipelineConfig:
     """Point-cloud fusion settings (voxel size, outlier radius)."""
     max_points: int = presets.DEFAULT_MAX_POINTS
     """Most points kept in the 3D point cloud (a seeded random subset beyond)."""
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    """:class:`TrainConfig` fields changed on top of the preset; dotted paths reach nested configs
+    (``{"reuse_negatives": True, "field.feature_grid.max_resolution": 128}``). For experiments (bench/)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -228,7 +270,23 @@ def train_config(cfg: PipelineConfig):
             raise ConfigError(f"--iterations must be at least 1, got {cfg.iterations}")
         changes["iterations"] = cfg.iterations
     tc = dataclasses.replace(tc, **changes)
+    try:
+        for key, value in cfg.train_overrides.items():
+            tc = replace_path(tc, key.split("."), value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad train override: {e}") from e
     return apply_ablation(tc, cfg.ablation)
+
+
+def replace_path(obj, path: list[str], value):
+    """``obj`` (a dataclass) with the field at the dotted ``path`` replaced (copies along the path)."""
+    if not dataclasses.is_dataclass(obj) or path[0] not in {f.name for f in dataclasses.fields(obj)}:
+        raise ValueError(f"no field {'.'.join(path)!r} in {type(obj).__name__}")
+    if len(path) > 1:
+        value = replace_path(getattr(obj, path[0]), path[1:], value)
+    elif isinstance(getattr(obj, path[0]), tuple) and isinstance(value, list):
+        value = tuple(value)
+    return dataclasses.replace(obj, **{path[0]: value})
 
 
 def apply_ablation(tc, ablation: Ablation):

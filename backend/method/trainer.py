@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from backend.method.config import GEOMETRY_MODES, TrainConfig, config_from_dict
+from backend.method.config import (GEOMETRY_MODES, TrainConfig, config_from_dict, resolve_scene_dependent,
+                                   scene_pixel_footprint)
 from backend.method.field.model import UltrametricField
 from backend.method.field.occupancy import OccupancyGrid
 from backend.method.field.renderer import render_rays, render_rays_chunked
@@ -162,8 +163,9 @@ class Trainer:
     def __init__(self, scene: Scene, masks: list[np.ndarray] | None, cfg: TrainConfig | None = None,
                  run_dir: str | Path | None = None, progress: Callable[[TrainProgress], None] | None = None,
                  should_stop: Callable[[], bool] | None = None):
-        self.cfg = cfg = cfg or TrainConfig()
+        cfg = cfg or TrainConfig()
         scene.validate()
+        self.cfg = cfg = resolve_scene_dependent(cfg, scene_pixel_footprint(scene))
         self.scene = scene
         self.masks = self._check_masks(scene, scene.masks if masks is None else masks)
         self.geometry = resolve_geometry(cfg.geometry, scene)

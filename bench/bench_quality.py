@@ -1,0 +1,184 @@
+"""Quality benchmark of issue #12: does the lifted hierarchy beat its own input masks?
+
+Renders bundled example scenes (default: the demo's ``table_set`` and ``bookshelf``) with the dataset tools, trains
+the ``cpu`` preset from each mask source (default: ``classical`` and ``noisy-gt``) for each seed, evaluates with
+the honest evaluation (``backend.method.pipeline.evaluate_trained``: released Euclidean cuts + whole-tree sweep;
+depth-geometry runs in the exact-geometry protocol) and prints ONE table: input masks, ours-2D, ours-3D (+ whole-tree
+rows), optional ablations and variants, mean +- std over seeds, plus wall time.
+
+SHRUNK to fit 30 minutes on 2 CPU cores: by default 16 train views + 4 val views at 96 px (the demo: 32 at 128 px),
+1,000 iterations (the demo: 3,000), VC at 10 degrees only. Figures are therefore lower than the demo's; compare rows
+within one table, not with other tables. Use ``--views 32 --res 128 --iterations 3000`` for the demo's settings.
+
+Variants (measured next to the baseline on the same data, seeds and evaluation):
+  --train-variant NAME='{"reuse_negatives": true}'     TrainConfig overrides (dotted paths for nested fields); trains
+  --seg-variant NAME='{"min_samples": 8}'              SegmentConfig overrides; re-segments the baseline field only
+  --ablations                                          the paper's ablations (w/o ultrametric, w/o hierarchical sampling)
+Results are appended to OUT/results.jsonl and reused on a rerun (delete it to recompute).
+
+    python bench/bench_quality.py --out /tmp/bq --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ("NC_obj", "NC_coll", "NC_scene", "NC_mean", "NC_mean_dense", "SI", "VC_10")
+ROWS = ("input masks (2D)", "ours-2D", "ours-3D", "ours-2D (whole tree)", "ours-3D (whole tree)")
+
+
+def render(scene: str, out: Path, views: int, res: int) -> Path:
+    """Render a bundled example like ``backend demo`` does (child processes; bpy stays out of this one)."""
+    data = out / "data" / f"{scene}_{views}v_{res}px"
+    if (data / "transforms_val.json").is_file():
+        return data
+    blend = out / f"{scene}.blend"
+    if not blend.is_file():
+        subprocess.run([sys.executable, "-m", "dataset_tools", "example", scene, str(blend)], check=True,
+                       stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "dataset_tools", "render", str(blend), str(data), "--train", str(views),
+                    "--val", "4", "--res", str(res), "--samples", "16", "--rotations", "10", "--quiet"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return data
+
+
+def parse_variants(items: list[str]) -> dict[str, dict]:
+    out = {}
+    for item in items:
+        name, _, spec = item.partition("=")
+        out[name] = json.loads(spec) if spec else {}
+    return out
+
+
+def load_results(path: Path) -> dict[tuple, dict]:
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            done[tuple(r["key"])] = r
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/bench_quality"))
+    ap.add_argument("--scenes", default="table_set,bookshelf")
+    ap.add_argument("--masks", default="classical,noisy-gt")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--views", type=int, default=16)
+    ap.add_argument("--res", type=int, default=96)
+    ap.add_argument("--iterations", type=int, default=1000)
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--ablations", action="store_true")
+    ap.add_argument("--train-variant", action="append", default=[], metavar="NAME=JSON")
+    ap.add_argument("--seg-variant", action="append", default=[], metavar="NAME=JSON")
+    ap.add_argument("--base", default="{}", metavar="JSON", help="TrainConfig overrides applied to every run")
+    ap.add_argument("--base-seg", default="{}", metavar="JSON", help="SegmentConfig overrides for every run")
+    ap.add_argument("--no-whole-tree", action="store_true", help="leave the whole-tree rows out of the table")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from backend.method.config import Ablation, PipelineConfig
+    from backend.method.evaluation import EvalConfig
+    from backend.method.masks.base import MaskConfig
+    from backend.method.pipeline import evaluate_trained, load_trained, train_run
+
+    torch.set_num_threads(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.jsonl"
+    done = load_results(results_path)
+    base_train, base_seg = json.loads(args.base), json.loads(args.base_seg)
+    train_variants = {"base": {}} | parse_variants(args.train_variant)
+    if args.ablations:
+        train_variants["no-ultrametric"] = {"__ablation__": "ultrametric"}
+        train_variants["no-hierarchical-sampling"] = {"__ablation__": "hierarchical_sampling"}
+    seg_variants = parse_variants(args.seg_variant)
+    start = time.monotonic()
+    for scene in args.scenes.split(","):
+        data = render(scene, args.out, args.views, args.res)
+        for source in args.masks.split(","):
+            for seed in range(args.seeds):
+                for tv, over in train_variants.items():
+                    over = dict(over)
+                    ab = over.pop("__ablation__", None)
+                    todo = [("", {})] + ([(n, s) for n, s in seg_variants.items()] if tv == "base" else [])
+                    todo = [(n, s) for n, s in todo if (scene, source, seed, tv, n) not in done]
+                    if not todo:
+                        continue
+                    cfg = PipelineConfig(preset=args.preset, iterations=args.iterations, device="cpu", seed=seed,
+                                         masks=MaskConfig(source=source),
+                                         ablation=Ablation(**{ab: False}) if ab else Ablation(),
+                                         train_overrides=base_train | over)
+                    cfg = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, **base_seg))
+                    run = args.out / "runs" / f"{data.name}" / source / tv / f"seed{seed}"
+                    t0 = time.monotonic()
+                    if (run / "checkpoint.pt").is_file():
+                        trainer, sc, _, _, _ = load_trained(run, data)
+                    else:
+                        trainer, sc, _ = train_run(data, run, cfg)
+                    t_train = time.monotonic() - t0
+                    for sv, sover in todo:
+                        t1 = time.monotonic()
+                        c = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, **sover))
+                        ev = evaluate_trained(trainer, sc, data, c, EvalConfig(rotations=(10.0,), seed=seed),
+                                              with_input_masks=(tv == "base" and sv == ""))
+                        rec = {"key": [scene, source, seed, tv, sv], "rows": ev.rows, "protocol": ev.protocol,
+                               "train_s": t_train, "eval_s": time.monotonic() - t1,
+                               "iterations": trainer.step}
+                        with results_path.open("a") as fh:
+                            fh.write(json.dumps(rec, default=float) + "\n")
+                        done[tuple(rec["key"])] = rec
+                        print(f"  {scene} {source} seed {seed} {tv}{'/' + sv if sv else ''}: "
+                              f"3D NC_mean {ev.rows['ours-3D']['NC_mean']:.1f}  2D {ev.rows['ours-2D']['NC_mean']:.1f}"
+                              f"  ({time.monotonic() - t0:.0f} s)", flush=True)
+    print(table(done, args, train_variants, seg_variants))
+    print(f"\nwall time {time.monotonic() - start:.0f} s (cached results reused: see {results_path})")
+    return 0
+
+
+def table(done: dict, args, train_variants: dict, seg_variants: dict) -> str:
+    """One Markdown table: mean +- std over seeds of every row, scene and mask source."""
+    lines = [f"{args.views} train views at {args.res} px, {args.iterations} iterations, preset {args.preset}, "
+             f"seeds 0..{args.seeds - 1}, VC at 10 degrees; mean +- std over seeds (n = seeds found)\n",
+             "| scene | masks | row | n | " + " | ".join(COLUMNS) + " | train s | protocol |",
+             "|---" * (len(COLUMNS) + 6) + "|"]
+    rows = [r for r in ROWS if not (args.no_whole_tree and "whole" in r)]
+    for scene in args.scenes.split(","):
+        for source in args.masks.split(","):
+            keys = []
+            for r in rows:
+                keys.append(("base", "", r, r))
+            for tv in train_variants:
+                if tv != "base":
+                    for r in ("ours-2D", "ours-3D"):
+                        keys.append((tv, "", r, f"{r} [{tv}]"))
+            for sv in seg_variants:
+                keys.append(("base", sv, "ours-3D", f"ours-3D [{sv}]"))
+            for tv, sv, r, label in keys:
+                recs = [done[k] for k in done if k[:2] == (scene, source) and k[3] == tv and k[4] == sv]
+                vals = [rec["rows"].get(r) for rec in recs]
+                vals = [v for v in vals if v]
+                if not vals:
+                    continue
+                cells = []
+                for c in COLUMNS:
+                    xs = np.array([v.get(c, np.nan) if v.get(c) is not None else np.nan for v in vals], float)
+                    xs = xs[np.isfinite(xs)]
+                    cells.append(f"{xs.mean():.1f} ± {xs.std():.1f}" if len(xs) else "-")
+                ts = np.mean([rec["train_s"] for rec in recs])
+                lines.append(f"| {scene} | {source} | {label} | {len(vals)} | " + " | ".join(cells)
+                             + f" | {ts:.0f} | {recs[0]['protocol']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
