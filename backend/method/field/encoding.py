@@ -15,6 +15,16 @@ One interface, two back-ends:
 
 Level ``l`` has resolution ``N_l = floor(N_min * b^l)`` with ``b = exp((ln N_max - ln N_min) / (L - 1))``.
 Input ``x`` is in ``[0, 1]^3`` (values outside are clamped); output ``[B, L * F]`` (level-major).
+
+Two table layouts (:data:`LAYOUTS`), one checkpoint format. ``ngp`` (the torch grid's own): vertex ``x * N_l``,
+``N_l + 1`` vertices per axis. ``tcnn``: tiny-cuda-nn's geometry, reproduced exactly by :class:`TorchHashGrid`
+(``layout="tcnn"``, :func:`tcnn_grid_layout`): scale ``s_l = N_min * b^l - 1`` (float32), vertex
+``x * s_l + 0.5``, ``ceil(s_l) + 1`` vertices per axis, dense index modulo the level's size. Both encoders save
+the same keys, ``table`` [rows, F] and ``_extra_state = {"layout": ...}``; tiny-cuda-nn's flat
+``encoding.params`` is that table flattened row-major. So a run trained with tiny-cuda-nn loads into the torch grid
+on any machine (the grid switches to the ``tcnn`` layout on load, same function), and the legacy key
+``encoding.params`` converts on load too. The reverse (an ``ngp`` table into tiny-cuda-nn) has no exact
+conversion: :class:`EncoderLayoutError` says to load it with ``backend="torch"``.
 """
 
 from __future__ import annotations
@@ -30,8 +40,16 @@ from torch import Tensor, nn
 HASH_PRIMES = (1, 2654435761, 805459861)
 
 
+#: Table layouts: the torch grid's own (``ngp``) and tiny-cuda-nn's (``tcnn``).
+LAYOUTS = ("ngp", "tcnn")
+
+
 class EncoderUnavailableError(RuntimeError):
     """The requested encoder back-end (e.g. ``tcnn``) cannot be used on this machine/device."""
+
+
+class EncoderLayoutError(RuntimeError):
+    """A saved hash-grid table cannot be loaded into this encoder (layout or size mismatch)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +121,32 @@ def grid_layout(cfg: HashGridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return res, size.astype(np.int64), dense
 
 
+def tcnn_grid_layout(cfg: HashGridConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """tiny-cuda-nn's per-level layout (``HashGrid``, ``encodings/grid.h``), for the same config.
+
+    ``scale_l = exp2(l * log2(b)) * N_min - 1`` (float32, as on the GPU); ``res_l = ceil(scale_l) + 1`` vertices per
+    axis; ``size_l = min(next_multiple(min(res_l^3, T), 8), T)`` table rows; dense when ``res_l^3 <= size_l``.
+    The flat ``params`` vector of ``tcnn.Encoding`` is the concatenation over levels of ``[size_l, F]`` row-major.
+
+    Shape: -> (float32 [L] scales, int64 [L] vertices per axis, int64 [L] sizes, bool [L] dense).
+
+    >>> sc, res, size, dense = tcnn_grid_layout(HashGridConfig(num_levels=2, log2_hashmap_size=12,
+    ...                                                         base_resolution=4, max_resolution=32))
+    >>> sc.tolist(), res.tolist(), size.tolist(), dense.tolist()
+    ([3.0, 31.0], [4, 32], [64, 4096], [True, False])
+    """
+    t = 1 << cfg.log2_hashmap_size
+    log2_b = np.float32(np.log2(np.float32(cfg.per_level_scale)))
+    lvl = np.arange(cfg.num_levels, dtype=np.float32)
+    scale = (np.exp2(lvl * log2_b, dtype=np.float32) * np.float32(cfg.base_resolution) - np.float32(1.0)).astype(
+        np.float32)
+    res = np.ceil(scale).astype(np.int64) + 1
+    verts = res.astype(np.float64) ** 3  # float: no int64 overflow at fine levels
+    size = np.where(verts > t, t, np.minimum((np.minimum(verts, t).astype(np.int64) + 7) // 8 * 8, t))
+    dense = verts <= size
+    return scale, res, size.astype(np.int64), dense
+
+
 class _GatherRows(torch.autograd.Function):
     """``table[idx]`` with a deterministic, fast backward (``index_add_``; ``table[idx]`` accumulates
     non-deterministically on CPU and ``F.embedding`` sorts). Shape: [T, F], int64 [...] -> [..., F]."""
@@ -124,28 +168,79 @@ class _GatherRows(torch.autograd.Function):
 class TorchHashGrid(nn.Module):
     """Pure-PyTorch multi-resolution hash encoding, vectorised over levels and corners.
 
+    ``layout``: ``ngp`` (default) or ``tcnn`` (tiny-cuda-nn's geometry, bit-compatible tables: see the module
+    docstring). Loading a state dict saved with the other layout (or tiny-cuda-nn's ``encoding.params``) switches
+    the layout and resizes the table: the function is the one that was trained.
+
     Shape: ``x`` float [B, 3] in ``[0, 1]^3`` -> float32 [B, L * F]. Differentiable w.r.t. the table (and ``x``).
     """
 
-    def __init__(self, cfg: HashGridConfig, device: torch.device | str | None = None):
+    def __init__(self, cfg: HashGridConfig, device: torch.device | str | None = None, layout: str = "ngp"):
         super().__init__()
         self.cfg = cfg
-        res, size, dense = grid_layout(cfg)
+        self.table = nn.Parameter(torch.zeros(0, cfg.features_per_level, device=device))
+        self._set_layout(layout, device)
+        with torch.no_grad():  # same draws as before the layouts existed: rand * 2 - 1, scaled
+            self.table.copy_((torch.rand(self.table.shape, device=device) * 2 - 1) * cfg.init_scale)
+
+    def _set_layout(self, layout: str, device: torch.device | str | None = None) -> None:
+        """(Re)build the per-level buffers for ``layout`` and size the table for it (contents kept if same size)."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        cfg = self.cfg
+        device = self.table.device if device is None else device
+        if layout == "tcnn":
+            scale, res, size, dense = tcnn_grid_layout(cfg)
+            verts = res  # vertices per axis
+        else:
+            res, size, dense = grid_layout(cfg)
+            scale = res.astype(np.float32)
+            verts = res + 1
+        self.layout = layout
         offsets = np.concatenate([[0], np.cumsum(size)[:-1]])
-        self.table = nn.Parameter(
-            (torch.rand(int(size.sum()), cfg.features_per_level, device=device) * 2 - 1) * cfg.init_scale)
+        rows = int(size.sum())
+        if self.table.shape[0] != rows:
+            self.table = nn.Parameter(torch.zeros(rows, cfg.features_per_level, device=device,
+                                                  dtype=self.table.dtype))
         self.register_buffer("resolution", torch.as_tensor(res, device=device), persistent=False)
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32, device=device), persistent=False)
         self.register_buffer("table_size", torch.as_tensor(size, device=device), persistent=False)
         self.register_buffer("dense", torch.as_tensor(dense, device=device), persistent=False)
         self.register_buffer("offset", torch.as_tensor(offsets, device=device), persistent=False)
         self.num_dense = int(dense.sum())
         if not dense[:self.num_dense].all():
             raise AssertionError("dense levels must be a prefix (resolutions increase)")
-        r = res[:self.num_dense, None] + 1
+        r = verts[:self.num_dense, None]
         self.register_buffer("dense_stride", torch.as_tensor(r ** np.arange(3)[None, :], device=device),
                              persistent=False)  # [Ld, 3]: 1, R, R^2
         self.register_buffer("primes", torch.as_tensor(HASH_PRIMES, dtype=torch.int64, device=device),
                              persistent=False)
+
+    # -- one checkpoint format for both encoders ---------------------------------------------------------------
+    def get_extra_state(self) -> dict:
+        return {"layout": self.layout}
+
+    def set_extra_state(self, state) -> None:  # the layout was applied in _load_from_state_dict
+        pass
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        legacy = state_dict.pop(prefix + "encoding.params", None)  # a TcnnHashGrid saved before this format
+        extra = state_dict.get(prefix + "_extra_state")
+        layout = extra.get("layout", "ngp") if isinstance(extra, dict) else ("tcnn" if legacy is not None else "ngp")
+        if legacy is not None:
+            state_dict[prefix + "table"] = legacy.reshape(-1, self.cfg.features_per_level)
+        if layout != self.layout:
+            self._set_layout(layout)
+        table = state_dict.get(prefix + "table")
+        if table is not None and tuple(table.shape) != tuple(self.table.shape):
+            raise EncoderLayoutError(
+                f"hash grid table {prefix}table of shape {tuple(table.shape)} does not fit the {layout} layout of "
+                f"this config ({tuple(self.table.shape)}): the checkpoint was made with another HashGridConfig")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if prefix + "_extra_state" in missing_keys:  # checkpoints from before the layout record: ngp
+            missing_keys.remove(prefix + "_extra_state")
 
     @property
     def output_dim(self) -> int:
@@ -163,9 +258,14 @@ class TorchHashGrid(nn.Module):
         """
         x = x.float().clamp(0.0, 1.0)
         b = x.shape[0]
-        pos = x[:, None, :] * self.resolution[None, :, None].float()  # [B, L, 3] in [0, N_l]
-        base = torch.minimum(pos.long(), self.resolution[None, :, None] - 1)  # floor (pos >= 0)
-        frac = pos - base.float()
+        if self.layout == "tcnn":  # tiny-cuda-nn: pos = x * scale + 0.5, floor, fraction
+            pos = x[:, None, :] * self.scale[None, :, None] + 0.5
+            fl = torch.floor(pos)
+            base, frac = fl.long(), pos - fl
+        else:
+            pos = x[:, None, :] * self.resolution[None, :, None].float()  # [B, L, 3] in [0, N_l]
+            base = torch.minimum(pos.long(), self.resolution[None, :, None] - 1)  # floor (pos >= 0)
+            frac = pos - base.float()
         wts = torch.stack([1.0 - frac, frac], dim=-1)  # [B, L, 3, 2]
         w = (wts[:, :, 2, :, None, None] * wts[:, :, 1, None, :, None] * wts[:, :, 0, None, None, :]).reshape(
             b, -1, 8)
@@ -174,8 +274,10 @@ class TorchHashGrid(nn.Module):
         parts = []
         if nd:
             t = cand[:, :nd] * self.dense_stride[None, :, :, None]  # x, y * R, z * R^2
-            parts.append((t[:, :, 2, :, None, None] + t[:, :, 1, None, :, None] + t[:, :, 0, None, None, :])
-                         .reshape(b, nd, 8))
+            d = (t[:, :, 2, :, None, None] + t[:, :, 1, None, :, None] + t[:, :, 0, None, None, :]).reshape(b, nd, 8)
+            if self.layout == "tcnn":  # the +1 corner at x = 1 may pass the last vertex: tcnn wraps modulo the size
+                d = torch.remainder(d, self.table_size[None, :nd, None])
+            parts.append(d)
         if nd < self.cfg.num_levels:
             t = cand[:, nd:] * self.primes[None, None, :, None]
             h = t[:, :, 2, :, None, None] ^ t[:, :, 1, None, :, None] ^ t[:, :, 0, None, None, :]
@@ -202,21 +304,40 @@ def tcnn_available() -> bool:
 
 
 class TcnnHashGrid(nn.Module):
-    """tiny-cuda-nn's fused hash grid with the same configuration; output cast to float32."""
+    """tiny-cuda-nn's fused hash grid with the same configuration; output cast to float32.
+
+    Its state dict uses the shared format (``table`` [rows, F] + ``_extra_state = {"layout": "tcnn"}``), which
+    :class:`TorchHashGrid` loads on any machine; the legacy ``encoding.params`` key loads too. A table saved with
+    the ``ngp`` layout raises :class:`EncoderLayoutError` (no exact conversion exists).
+    """
 
     def __init__(self, cfg: HashGridConfig, device: torch.device | str):
         super().__init__()
         import tinycudann as tcnn
 
         self.cfg = cfg
-        self.encoding = tcnn.Encoding(3, {
-            "otype": "HashGrid",
-            "n_levels": cfg.num_levels,
-            "n_features_per_level": cfg.features_per_level,
-            "log2_hashmap_size": cfg.log2_hashmap_size,
-            "base_resolution": cfg.base_resolution,
-            "per_level_scale": cfg.per_level_scale,
-        }).to(device)
+        self.layout = "tcnn"
+        self.encoding = tcnn.Encoding(3, tcnn_encoding_config(cfg)).to(device)
+        expected = int(tcnn_grid_layout(cfg)[2].sum()) * cfg.features_per_level
+        if self.encoding.params.numel() != expected:  # pragma: no cover - a tiny-cuda-nn layout change
+            raise EncoderLayoutError(f"tiny-cuda-nn allocated {self.encoding.params.numel()} hash-grid parameters, "
+                                     f"the shared layout expects {expected}: update tcnn_grid_layout")
+        self._register_state_dict_hook(_tcnn_save_hook)
+        self._register_load_state_dict_pre_hook(self._tcnn_load_hook)
+
+    def _tcnn_load_hook(self, state_dict, prefix, *args) -> None:
+        extra = state_dict.pop(prefix + "_extra_state", None)
+        layout = extra.get("layout", "ngp") if isinstance(extra, dict) else None
+        table = state_dict.pop(prefix + "table", None)
+        if table is None:
+            return  # the legacy key encoding.params (or missing: strict loading reports it)
+        if layout != "tcnn":
+            raise EncoderLayoutError(
+                f"{prefix}table was saved by the pure-torch hash grid (layout {layout or 'ngp'}), which "
+                "tiny-cuda-nn cannot load exactly; load this run with the torch encoder "
+                "(HashGridConfig(backend='torch'), e.g. `backend train ... --device cpu` or device auto without "
+                "tinycudann) or retrain with tcnn")
+        state_dict[prefix + "encoding.params"] = table.reshape(-1)
 
     @property
     def output_dim(self) -> int:
@@ -226,6 +347,33 @@ class TcnnHashGrid(nn.Module):
         if x.ndim != 2 or x.shape[-1] != 3:
             raise ValueError(f"hash grid input must be [B, 3], got {tuple(x.shape)}")
         return self.encoding(x.float().clamp(0.0, 1.0).contiguous()).float()
+
+
+def tcnn_encoding_config(cfg: HashGridConfig) -> dict:
+    """The ``tcnn.Encoding`` config of ``cfg`` (the geometry :func:`tcnn_grid_layout` mirrors)."""
+    return {"otype": "HashGrid", "n_levels": cfg.num_levels, "n_features_per_level": cfg.features_per_level,
+            "log2_hashmap_size": cfg.log2_hashmap_size, "base_resolution": cfg.base_resolution,
+            "per_level_scale": cfg.per_level_scale, "interpolation": "Linear"}
+
+
+def _tcnn_save_hook(module: nn.Module, state_dict: dict, prefix: str, local_metadata) -> None:
+    """``encoding.params`` (flat) -> ``table`` [rows, F] + the layout record (the shared checkpoint format)."""
+    flat = state_dict.pop(prefix + "encoding.params")
+    state_dict[prefix + "table"] = flat.reshape(-1, module.cfg.features_per_level)
+    state_dict[prefix + "_extra_state"] = {"layout": "tcnn"}
+
+
+def convert_tcnn_params(params: Tensor | np.ndarray, cfg: HashGridConfig) -> Tensor:
+    """tiny-cuda-nn's flat ``params`` -> the ``table`` [rows, F] of ``TorchHashGrid(cfg, layout="tcnn")``.
+
+    Checks the size against :func:`tcnn_grid_layout`. Shape: [sum(size_l) * F] -> [sum(size_l), F].
+    """
+    t = torch.as_tensor(params).reshape(-1)
+    rows = int(tcnn_grid_layout(cfg)[2].sum())
+    if t.numel() != rows * cfg.features_per_level:
+        raise EncoderLayoutError(f"{t.numel()} parameters do not fit the tcnn layout of this config "
+                                 f"({rows} rows x {cfg.features_per_level} features)")
+    return t.reshape(rows, cfg.features_per_level)
 
 
 def select_backend(cfg: HashGridConfig, device: torch.device | str) -> str:
@@ -244,8 +392,12 @@ def select_backend(cfg: HashGridConfig, device: torch.device | str) -> str:
     return "tcnn" if ok else "torch"
 
 
-def make_encoder(cfg: HashGridConfig, device: torch.device | str = "cpu") -> nn.Module:
-    """The hash-grid encoder for ``cfg`` on ``device``: ``x`` [B, 3] in [0, 1]^3 -> [B, L * F] float32."""
+def make_encoder(cfg: HashGridConfig, device: torch.device | str = "cpu", layout: str = "ngp") -> nn.Module:
+    """The hash-grid encoder for ``cfg`` on ``device``: ``x`` [B, 3] in [0, 1]^3 -> [B, L * F] float32.
+
+    ``layout`` applies to the torch grid (``tcnn``: tiny-cuda-nn's geometry, e.g. to compare the two encoders);
+    either grid loads a ``tcnn``-layout checkpoint.
+    """
     if select_backend(cfg, device) == "tcnn":
         return TcnnHashGrid(cfg, device)
-    return TorchHashGrid(cfg, device)
+    return TorchHashGrid(cfg, device, layout=layout)
