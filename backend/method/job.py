@@ -28,7 +28,7 @@ from backend.wire.protocol import JobOptions, JobResult, ProgressEvent
 BASE_BYTES = 1 * 2**30  # interpreter, torch, the field and its optimiser
 SCENE_BYTES_PER_PIXEL = 16  # rgb, depth and the normalised copy, all views, for the whole job
 STORED_MASKS_PER_VIEW = 64  # bool masks kept per view (computed sources)
-MASK_WORK_BYTES_PER_PIXEL = {"classical": 2600, "sam": 2600, "noisy-gt": 64, "gt": 64, "given": 0}
+MASK_WORK_BYTES_PER_PIXEL = {"classical": 3000, "sam": 3000, "noisy-gt": 64, "gt": 64, "given": 0}
 SEGMENT_BYTES_PER_PIXEL = 600  # one view rendered at a time: uv, rays, features
 CLOUD_BYTES_PER_POINT = 2 * (12 + 3 + 4 * 64) + 200  # fused cloud (2x max_points before the final cut) + tree
 
@@ -41,7 +41,7 @@ def estimate_peak_bytes(size, options: JobOptions) -> dict[str, int]:
     resident = BASE_BYTES + size.pixels * SCENE_BYTES_PER_PIXEL + stored_masks
     source = "given" if options.mask_source == "given" and size.masks else options.mask_source
     return {
-        "masks": resident + px_view * MASK_WORK_BYTES_PER_PIXEL.get(source, 2600),
+        "masks": resident + px_view * MASK_WORK_BYTES_PER_PIXEL.get(source, 3000),
         "training": resident + 2**29,
         "segmentation": resident + px_view * SEGMENT_BYTES_PER_PIXEL + options.max_points * CLOUD_BYTES_PER_POINT,
     }
