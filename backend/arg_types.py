@@ -83,3 +83,34 @@ def check_device_available(name: str) -> str | None:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         return "device 'mps' is not available here (use --device cpu or auto)"
     return None
+
+
+def thresholds(text: str) -> list[float]:
+    """An argparse type: one or more cut thresholds, comma- and/or space-separated (``0.05,0.1`` or
+    ``"0.05 0.1"``), each a feature distance (1 - cos) in (0, 2]. With ``nargs="+"`` and
+    :class:`FlattenThresholds` every form is accepted: ``--thresholds 0.05,0.1 0.2``.
+
+    >>> thresholds("0.05, 0.1 0.2")
+    [0.05, 0.1, 0.2]
+    """
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected thresholds like 0.05,0.1,0.2 (or 0.05 0.1 0.2), got {text!r}")
+    values = []
+    for p in parts:
+        try:
+            v = float(p)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected numbers like 0.05,0.1,0.2 (or 0.05 0.1 0.2), got {p!r}") from None
+        if not 0 < v <= 2:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"thresholds are feature distances (1 - cos) in (0, 2], got {p}")
+        values.append(float(v))
+    return values
+
+
+class FlattenThresholds(argparse.Action):
+    """``nargs="+"`` of :func:`thresholds`: the lists of every word joined, sorted, duplicates dropped."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        flat = sorted({v for part in values for v in (part if isinstance(part, list) else [part])})
+        setattr(namespace, self.dest, flat)

@@ -23,16 +23,6 @@ EXIT_INTERRUPTED = 130
 # ----------------------------------------------------------------------------------------------------------------
 # Arguments
 # ----------------------------------------------------------------------------------------------------------------
-def _thresholds(text: str) -> list[float]:
-    try:
-        values = [float(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers like 0.05,0.1,0.2, got {text!r}") from None
-    if not values or any(not (0 < v <= 2) for v in values):
-        raise argparse.ArgumentTypeError("thresholds are feature distances (1 - cosine) in (0, 2]")
-    return sorted(values)
-
-
 def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     from backend.method.masks.base import PROVIDERS
 
@@ -107,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("segment", help="3D-segment a trained run: PLY, hierarchy.json, label maps, PCA images")
     s.add_argument("run", type=Path, help="run folder made by `backend train`")
-    s.add_argument("--thresholds", type=_thresholds, default=None,
-                   help="cut thresholds written to the outputs (default 0.05,0.1,0.2,0.3,0.4)")
+    s.add_argument("--thresholds", type=T.thresholds, nargs="+", action=T.FlattenThresholds, default=None,
+                   metavar="T", help="cut thresholds written to the outputs: feature distances (1 - cos) in (0, 2], "
+                   "comma- or space-separated (default 0.05,0.1,0.2,0.3,0.4)")
     s.add_argument("--out", type=Path, default=None, help="output folder (default RUN/segmentation)")
     s.add_argument("--data", type=Path, default=None, help="dataset folder if it moved since training")
     s.add_argument("--quiet", action="store_true")

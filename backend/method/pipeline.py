@@ -32,6 +32,7 @@ from backend.method.data import DataError, load_scene
 from backend.core.geometry import unproject_depth
 from backend.method.masks.base import make_masks
 from backend.method.fusion import fuse_points
+from backend.wire.files import atomic_path, write_json_atomic
 from backend.wire.protocol import JobResult, ProgressEvent, ResultArrays
 from backend.core.scene import Scene, normalisation, normalise
 from backend.core.segment import Segmentation3D, segment_hierarchy, segment_point_cloud
@@ -186,10 +187,13 @@ def build_result(seg: Segmentation3D, scene: Scene, thresholds, max_segments: in
 # ----------------------------------------------------------------------------------------------------------------
 # Run folders (CLI)
 # ----------------------------------------------------------------------------------------------------------------
-def write_run_info(run: Path, data: Path, cfg: PipelineConfig) -> None:
+def write_run_info(run: Path, data: Path, cfg: PipelineConfig, max_views: int | None = None) -> None:
+    """``run.json``: the data folder, the config and ``max_views`` (the training views used: segment and eval
+    load the same ones, or the checkpoint's scene fingerprint would not match)."""
     run.mkdir(parents=True, exist_ok=True)
-    info = {"data": str(Path(data).resolve()), "config": config_json(cfg), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (run / RUN_JSON).write_text(json.dumps(info, indent=1))
+    info = {"data": str(Path(data).resolve()), "config": config_json(cfg), "max_views": max_views,
+            "masks_read_ground_truth": cfg.masks.ground_truth_read(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+    write_json_atomic(run / RUN_JSON, info, indent=1)
 
 
 def read_run_info(run: Path) -> tuple[Path, PipelineConfig]:
@@ -203,6 +207,16 @@ def read_run_info(run: Path) -> tuple[Path, PipelineConfig]:
         raise RunError(f"{path} is damaged ({e}); train again into a new folder") from None
 
 
+def run_max_views(run: Path) -> int | None:
+    """The ``--max-views`` a run was trained with (None: every training view, or a run.json from before
+    it was recorded)."""
+    try:
+        value = json.loads((Path(run) / RUN_JSON).read_text()).get("max_views")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 def train_run(data: Path, run: Path, cfg: PipelineConfig, progress: Progress | None = None,
               should_stop: ShouldStop | None = None, resume: bool = True, max_views: int | None = None):
     """Load ``data``'s train split, make masks, train into ``run`` (resuming a checkpoint there)."""
@@ -212,8 +226,10 @@ def train_run(data: Path, run: Path, cfg: PipelineConfig, progress: Progress | N
         old_data, _ = read_run_info(run)
         if old_data.resolve() != data.resolve():
             raise RunError(f"{run} holds a run of {old_data}, not {data}; choose another run folder")
+        if max_views is None and resume and (run / "checkpoint.pt").is_file():
+            max_views = run_max_views(run)  # resuming: the same views as before
     scene = load_scene(data, "train", max_views=max_views)
-    write_run_info(run, data, cfg)
+    write_run_info(run, data, cfg, max_views)
     masks = make_view_masks(scene, cfg, data_dir=data, cache_dir=run / "masks", progress=progress)
     trainer = train_field(scene, masks, cfg, run, progress=progress, should_stop=should_stop, resume=resume)
     return trainer, scene, masks
@@ -226,6 +242,7 @@ def load_trained(run: Path, data: Path | None = None, max_views: int | None = No
     from backend.method.trainer import Trainer
 
     data = Path(data) if data is not None else data_recorded
+    max_views = max_views if max_views is not None else run_max_views(run)
     if not (run / "checkpoint.pt").is_file():
         raise RunError(f"{run} has no checkpoint.pt: training has not started or was removed")
     scene = load_scene(data, "train", max_views=max_views)
@@ -257,13 +274,27 @@ def label_colors(labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return lut[np.where(labels < 0, lut.shape[0] - 1, labels)]
 
 
+def sweep_thresholds(seg: Segmentation3D, count: int = 8, finest: float = 0.35, coarsest: float = 0.92) -> np.ndarray:
+    """float64 [<= count] thresholds of a granularity sweep (as the add-on's slider: about ``N ** (1 - g)``
+    segments for ``g`` evenly spaced from ``finest`` to ``coarsest``), finite, distinct, increasing."""
+    from backend.wire.tree_cut import granularity_to_threshold, merge_altitudes
+
+    n = len(seg.cloud)
+    merges = merge_altitudes(seg.tree.parents, seg.tree.altitudes, n)
+    merges = merges[np.isfinite(merges)]
+    t = [granularity_to_threshold(merges, n, g) for g in np.linspace(finest, coarsest, count)]
+    return np.unique(np.asarray([x for x in t if np.isfinite(x) and x > 0], np.float64))
+
+
 def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path | None = None,
                 progress: Progress | None = None, views: int = 4) -> Path:
-    """3D-segment a trained run; write PLY / hierarchy.json / result.npz and per-view label maps + PCA images."""
-    from PIL import Image
-
-    from backend.wire.result_files import write_outputs
+    """3D-segment a trained run. Writes (see docs/backend.md) ``points.ply``, ``points_segments.ply``,
+    ``hierarchy.json``, ``result.npz``, ``tree.npz``; per view ``views/<view>_sheet.png`` (image, PCA of the
+    features, 4 cuts over the image) and ``views/<view>_labels.npz`` (label maps [T, H, W] + thresholds); and
+    ``sweep.gif`` / ``sweep.png`` (the first view through a sweep of cuts, fine to coarse)."""
     from backend.core.segment import view_labels
+    from backend.method import exports
+    from backend.wire.result_files import write_outputs
 
     trainer, scene, _, data, cfg = load_trained(run, data)
     cfg = adapt_to_resolution(cfg, scene)
@@ -272,21 +303,34 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
     thresholds = list(thresholds) if thresholds else list(cfg.segment.export_thresholds)
     result = build_result(seg, scene, thresholds, cfg.segment.max_segments)
     write_outputs(result, out)
-    np.savez(out / "tree.npz", parents=seg.tree.parents, altitudes=seg.tree.altitudes)
+    with atomic_path(out / "tree.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, parents=seg.tree.parents, altitudes=seg.tree.altitudes)
     vdir = out / "views"
     vdir.mkdir(parents=True, exist_ok=True)
     labels = result.arrays[ResultArrays.LABELS]
-    for i in np.linspace(0, scene.num_views - 1, min(views, scene.num_views)).round().astype(int):
+    thr = np.asarray(result.arrays[ResultArrays.THRESHOLDS])
+    tables = exports.colour_tables(labels)
+    sweep = sweep_thresholds(seg)
+    for k, i in enumerate(np.linspace(0, scene.num_views - 1, min(views, scene.num_views)).round().astype(int)):
         stem = Path(scene.names[i]).stem if scene.names else f"view_{i}"
         r = trainer.render_view(scene.c2w[i], scene.K[i], scene.height, scene.width,
                                 None if scene.depth is None else scene.depth[i])
-        Image.fromarray(pca_image(r.features, r.depth > 0)).save(vdir / f"{stem}_pca.png")
         depth = scene.depth[i] if scene.depth is not None else r.depth
         lab = view_labels(seg, labels, depth, scene.K[i], scene.c2w[i], cfg.segment)
-        np.savez_compressed(vdir / f"{stem}_labels.npz", labels=lab.astype(np.int32),
-                            thresholds=np.asarray(result.arrays[ResultArrays.THRESHOLDS]))
-        for t, lt in zip(result.arrays[ResultArrays.THRESHOLDS], lab):
-            Image.fromarray(label_colors(lt)).save(vdir / f"{stem}_labels_{t:.2f}.png")
+        with atomic_path(vdir / f"{stem}_labels.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, labels=lab.astype(np.int32), thresholds=thr)
+        rgb = exports.composite(scene.rgb[i], None if scene.alpha is None else scene.alpha[i])
+        pca = pca_image(r.features, r.depth > 0)
+        pca[~(r.depth > 0)] = exports.BACKGROUND
+        sheet = exports.view_sheet(rgb, pca, lab, thr, tables,
+                                   f"{stem}: cuts of the feature distance 1 - cos, fine to coarse "
+                                   "(colours follow the tree)")
+        exports.save_png(sheet, vdir / f"{stem}_sheet.png")
+        if k == 0 and len(sweep):
+            cloud = seg.labels(sweep, max_segments=cfg.segment.max_segments)
+            maps = view_labels(seg, cloud, depth, scene.K[i], scene.c2w[i], cfg.segment)
+            exports.write_sweep(rgb, maps, sweep, exports.colour_tables(cloud), out,
+                                f"{stem}: granularity sweep, fine to coarse (t: feature distance 1 - cos)")
     return out
 
 
@@ -407,7 +451,8 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
                          "and the loss (Eq. 5) is not used.")
         for ab in variants:
             sub = dataclasses.replace(cfg, ablation=ab)
-            t, sc, _ = train_run(data, run / "ablations" / ab.name, sub, progress=progress, max_views=max_train_views)
+            t, sc, _ = train_run(data, run / "ablations" / ab.name, sub, progress=progress,
+                                 max_views=max_train_views or run_max_views(run))
             r = evaluate_trained(t, sc, data, sub, eval_cfg, with_input_masks=False, progress=progress)
             for base in ("ours-3D", "ours-2D"):
                 rows[f"{base} ({ab.name})"] = r.rows[base]

@@ -116,9 +116,10 @@ def ply_labels(props: dict[str, np.ndarray]) -> list[tuple[float | None, np.ndar
 #: The second PLY: points coloured by segment (at the middle threshold), for viewers without the add-on.
 SEGMENTS_PLY = "points_segments.ply"
 
-DISTANCE_TEXT = ("1 - cos between the unit feature vectors of two points (0 = same direction, 2 = opposite), "
-                 "minimised over paths of the point graph (the single-linkage / ultrametric distance); "
-                 "two points are in one segment at threshold t when this distance is below t")
+DISTANCE_TEXT = ("the ultrametric (single-linkage) distance of the point graph: an edge's length is 1 - cos "
+                 "between the unit feature vectors of its two points (0 = same direction, 2 = opposite); the "
+                 "distance of two points is the smallest, over the paths joining them, of the longest edge on "
+                 "the path; two points are in one segment at threshold t when their distance is below t")
 
 HIERARCHY_FIELDS = {
     "thresholds": "the cut thresholds, increasing (fine to coarse), on `distance`",
@@ -153,6 +154,8 @@ def describe_hierarchy(result: JobResult, colour_threshold: float | None = None)
         level = dict(level)
         level["label_property"] = names[i] if i < len(names) else None
         level["labels_row"] = i
+        if isinstance(level.get("threshold"), float):
+            level["threshold"] = round(level["threshold"], 6)
         if labels is not None and i < len(labels) and isinstance(level.get("segments"), list):
             table = srgb8(colour_table(labels[i]))
             segs = []
@@ -173,10 +176,10 @@ def describe_hierarchy(result: JobResult, colour_threshold: float | None = None)
                             "(Blender metres)",
                   "size": "points", "threshold": "feature distance (dimensionless)"},
         "files": {"points": POINTS_PLY, "coloured_points": SEGMENTS_PLY, "arrays": RESULT_NPZ,
-                  "coloured_threshold": colour_threshold},
+                  "coloured_threshold": None if colour_threshold is None else round(float(colour_threshold), 6)},
         "num_points": int(len(a[ResultArrays.POINTS])) if ResultArrays.POINTS in a else meta.get("num_points"),
         "max_segments": meta.get("max_segments"),
-        "thresholds": hier.get("thresholds", []),
+        "thresholds": [round(float(t), 6) for t in hier.get("thresholds", [])],
         "levels": levels,
     }
     return out

@@ -85,7 +85,7 @@ def test_segment_writes_nested_hierarchy_ply_and_views(trained, tmp_path):
     h = json.loads((out / "hierarchy.json").read_text())
     assert [lvl["threshold"] for lvl in h["levels"]] == [0.05, 0.1, 0.3]
     assert all(s["parent"] is not None for s in h["levels"][0]["segments"])
-    assert any(p.name.endswith("_pca.png") for p in (out / "views").iterdir())
+    assert any(p.name.endswith("_sheet.png") for p in (out / "views").iterdir())
     # The cloud is in world (Blender) units: inside the bounds recorded by the renderer.
     lo, hi = np.asarray(json.loads((load_trained(run)[3] / "meta.json").read_text())["scene_bounds"])
     inside = ((xyz >= lo - 0.05) & (xyz <= hi + 0.05)).all(1)

@@ -93,7 +93,7 @@ def test_sam_segmentation_outputs_are_well_formed(sam_run):
         assert sum(s["size"] for s in lv["segments"]) == int((lab >= 0).sum())
 
     views = sorted((out / "views").glob("*_labels.npz"))
-    assert len(views) == 2 and len(list((out / "views").glob("*_pca.png"))) == 2
+    assert len(views) == 2 and len(list((out / "views").glob("*_sheet.png"))) == 2
     for v in views:
         lab = np.load(v)["labels"]
         assert lab.shape == (len(THRESHOLDS), scene.height, scene.width)
