@@ -75,8 +75,9 @@ def contrastive_loss(d_pos: Tensor, d_neg: Tensor, temperature: float = 0.1) -> 
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
 
-def _level_groups(pairs: PairSet) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per level: indices of its positives and negatives, each sorted by (node, original order)."""
+def level_groups(pairs: PairSet) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per level: indices of its positives and negatives, each sorted by (node, original order) (host work; the
+    trainer computes it in the step producer and passes it to :func:`feature_losses`)."""
     groups = []
     for lev in np.unique(pairs.level):  # loop over hierarchy depth only
         at = pairs.level == lev
@@ -92,8 +93,12 @@ def _level_groups(pairs: PairSet) -> list[tuple[np.ndarray, np.ndarray]]:
     return groups
 
 
+_level_groups = level_groups  # the former private name
+
+
 def hierarchical_contrastive_loss(distances: Tensor, pairs: PairSet, temperature: float = 0.1,
-                                  level_weighting: str = "pairs") -> Tensor:
+                                  level_weighting: str = "pairs",
+                                  groups: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Tensor:
     """Eq. 3 computed within each level of the hierarchy (Sec. 4.1): positives never meet other levels' negatives.
 
     Within a level, positives and negatives are each ordered by node (stable), and positive ``i`` is matched
@@ -101,6 +106,8 @@ def hierarchical_contrastive_loss(distances: Tensor, pairs: PairSet, temperature
     output of :func:`backend.core.sampling.sample_hierarchical_pairs` this pairs positives and negatives of the same
     mask. Levels without positives or without negatives are skipped. The result is the mean over all matched
     positives (all levels) with ``level_weighting="pairs"``, or the mean of the per-level means with ``"levels"``.
+
+    ``groups``: :func:`level_groups` of ``pairs`` when already computed.
 
     Shape: ``distances`` [Q] (one per pair of ``pairs``) -> scalar.
     """
@@ -110,7 +117,7 @@ def hierarchical_contrastive_loss(distances: Tensor, pairs: PairSet, temperature
     if distances.shape != (len(pairs),):
         raise ValueError(f"distances must be [{len(pairs)}] (one per pair), got {tuple(distances.shape)}")
     terms = []
-    for pos, neg in _level_groups(pairs):
+    for pos, neg in (level_groups(pairs) if groups is None else groups):
         pos_t = torch.as_tensor(pos, device=distances.device)
         neg_t = torch.as_tensor(neg, device=distances.device)
         logits = -torch.cat([distances[pos_t][:, None], distances[neg_t].reshape(len(pos), -1)], 1) / temperature
@@ -131,7 +138,9 @@ def pair_distances(features: Tensor, pairs: PairSet, metric: str = "cosine") -> 
 
 
 def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
-                   cfg: ContrastiveLossConfig = ContrastiveLossConfig(), masks: np.ndarray | None = None) -> dict[str, Tensor]:
+                   cfg: ContrastiveLossConfig = ContrastiveLossConfig(), masks: np.ndarray | None = None,
+                   graph: tuple[np.ndarray, np.ndarray] | None = None, prior: np.ndarray | None = None,
+                   groups: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Tensor]:
     """Eq. 4 for one image: ``L_feat = l_ultra + alpha * l_euclid``, each term level-wise (Eq. 3).
 
     The ultrametric term builds the kNN pixel graph of ``uv`` (``cfg.knn``), ONE tree for all pairs, and the
@@ -141,23 +150,31 @@ def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
 
     Shape: ``features`` [P, D] (unit rows, as rendered), ``uv`` float [P, 2] pixel positions, ``masks`` bool
     [M, P] (needed only for ``cfg.boundary_prior``) -> dict with keys ``"ultrametric"`` and/or ``"euclidean"``.
+
+    Host work computed ahead (the trainer's step producer, issue #16) can be passed: ``graph`` (the kNN pixel
+    graph of ``uv``), ``prior`` (its boundary prior) and ``groups`` (:func:`level_groups` of ``pairs``); the
+    result is the same as without them.
     """
     if features.ndim != 2 or len(uv) != features.shape[0]:
         raise ValueError(f"features [P, D] and uv [P, 2] must agree, got {tuple(features.shape)} and "
                          f"{np.shape(uv)}")
     out: dict[str, Tensor] = {}
+    if groups is None:
+        groups = level_groups(pairs)
     if cfg.use_ultrametric:
-        src, dst = knn_pixel_graph(uv, k=cfg.knn)
-        prior = None
-        if cfg.boundary_prior:
+        src, dst = knn_pixel_graph(uv, k=cfg.knn) if graph is None else graph
+        if not cfg.boundary_prior:
+            prior = None
+        elif prior is None:
             if masks is None:
                 raise ValueError("cfg.boundary_prior needs the masks [M, P] of the sampled pixels")
             prior = mask_boundary_prior(src, dst, masks)
         d = ultrametric_distance(features, src, dst, pairs.pairs, metric=cfg.metric, boundary_prior=prior)
-        out["ultrametric"] = hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting)
+        out["ultrametric"] = hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting, groups)
     if cfg.use_euclidean:
         d = pair_distances(features, pairs, cfg.metric)
-        out["euclidean"] = cfg.alpha * hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting)
+        out["euclidean"] = cfg.alpha * hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting,
+                                                                     groups)
     return out
 
 

@@ -40,9 +40,12 @@ from backend.method.field.model import UltrametricField
 from backend.method.field.occupancy import OccupancyGrid
 from backend.method.field.renderer import render_rays, render_rays_chunked
 from backend.core.geometry import camera_rays, unproject
-from backend.method.losses import LossTerms, depth_continuity_loss, feature_losses, norm_loss
+from backend.method.losses import LossTerms, depth_continuity_loss, feature_losses, level_groups, norm_loss
+from backend.method.prefetch import Prefetcher
+from backend.core.graphs import knn_pixel_graph, mask_boundary_prior
 from backend.core.mask_tree import MaskTree, leaf_label_map, mask_tree
-from backend.core.sampling import sample_depth_stencils, sample_hierarchical_pairs
+from backend.core.precompute import StencilRuns, sample_stencils_from_runs, stencil_runs
+from backend.core.sampling import PairSet, sample_hierarchical_pairs
 from backend.core.scene import Scene
 from backend.wire.files import atomic_path, write_json_atomic
 
@@ -123,6 +126,33 @@ class ViewRender:
     features: np.ndarray
 
 
+@dataclass
+class StepBatch:
+    """The host work of one training step (issue #16), produced ahead by :meth:`Trainer.prepare_step`:
+    everything the step needs that does not depend on the field's weights."""
+
+    step: int
+    view: int
+    rows: np.ndarray
+    """int64 [P]: sampled pixel rows (sorted flat order)."""
+    cols: np.ndarray
+    uv: np.ndarray
+    """float64 [P, 2]: pixel centres."""
+    sampled_masks: np.ndarray
+    """bool [M, P]: the view's masks at the sampled pixels."""
+    pairs: PairSet
+    groups: list
+    """:func:`backend.method.losses.level_groups` of ``pairs``."""
+    graph: tuple[np.ndarray, np.ndarray] | None
+    """The kNN pixel graph of ``uv`` (None when the ultrametric term is off or there are no pairs)."""
+    prior: np.ndarray | None
+    """Its mask-boundary prior (``cfg.loss.boundary_prior``)."""
+    stencils: np.ndarray | None
+    """int64 [S, 4] depth-continuity stencils (``nerf`` geometry from ``depth_continuity_start``)."""
+    timings: dict[str, float]
+    """Seconds per part of the host work: ``sample``, ``tree_pairs``, ``graph``, ``stencils``."""
+
+
 def scene_fingerprint(scene: Scene) -> dict[str, Any]:
     """What identifies a scene for resuming: view count, image size and a hash of the camera poses."""
     c2w = np.round(np.asarray(scene.c2w, np.float64), 5) + 0.0  # + 0.0 folds -0.0 into 0.0
@@ -160,6 +190,11 @@ class Trainer:
     checkpoint when there is a run folder).
     """
 
+    #: Worker threads preparing the next steps' host work during :meth:`fit` (0: none, the host work runs inside
+    #: each step) and how many steps ahead they may run. Results do not depend on either (per-step generators).
+    prefetch_workers: int = 2
+    prefetch_depth: int = 3
+
     def __init__(self, scene: Scene, masks: list[np.ndarray] | None, cfg: TrainConfig | None = None,
                  run_dir: str | Path | None = None, progress: Callable[[TrainProgress], None] | None = None,
                  should_stop: Callable[[], bool] | None = None):
@@ -181,17 +216,20 @@ class Trainer:
             self.field = UltrametricField(cfg.field, self.device)
         self.occupancy = OccupancyGrid(cfg.occupancy_resolution, cfg.field.bound, cfg.occupancy_threshold,
                                        device=self.device)
+        # fused on CUDA: the grad scaler hands it found_inf on the device, no .item() per step (issue #16)
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                                          eps=cfg.adam_eps)
+                                          eps=cfg.adam_eps, fused=True if self.device.type == "cuda" else None)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(cfg.iterations, 1), eta_min=cfg.lr * cfg.lr_final_ratio)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.rng = np.random.default_rng(cfg.seed)
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)  # ray jitter drawn on the device
         self.step = 0
         self.last_losses: dict[str, float] = {}
         self._leaf_labels: dict[int, np.ndarray] = {}
         self._trees: dict[int, MaskTree] = {}
+        self._runs: dict[int, StencilRuns] = {}
+        self._pending_losses: dict[str, Tensor | float] | None = None
         self._bg_rgb = torch.tensor(cfg.background_rgb, dtype=torch.float32, device=self.device)
 
     # -- construction helpers -----------------------------------------------------------------------------------
@@ -241,6 +279,7 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-for-bit: model, optimiser, scheduler, scaler, RNGs, step."""
+        self._flush_losses()
         return {
             "version": 1,
             "step": self.step,
@@ -282,12 +321,23 @@ class Trainer:
             raise TrainError(f"{path} is not a checkpoint of `backend train` (use --restart to start over)")
         self._check_fingerprint(state.get("fingerprint"), self.fingerprint, path)
         self.field.load_state_dict(state["model"])
+        # a hash grid may have switched table layout on load (a tiny-cuda-nn run on a torch grid): new Parameters
+        params = list(self.field.parameters())
+        if len(self.optimizer.param_groups) == 1 and len(self.optimizer.param_groups[0]["params"]) == len(params):
+            self.optimizer.param_groups[0]["params"] = params
         self.occupancy.load_state_dict(state["occupancy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for p in self.optimizer.param_groups[0]["params"]:  # Adam moments saved flat (tcnn) vs [rows, F] (torch)
+            for k, v in self.optimizer.state.get(p, {}).items():
+                if torch.is_tensor(v) and v.numel() == p.numel() and v.shape != p.shape:
+                    self.optimizer.state[p][k] = v.reshape(p.shape)
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.rng.bit_generator.state = state["rng"]["numpy"]
-        self.generator.set_state(state["rng"]["torch"].cpu())
+        try:
+            self.generator.set_state(state["rng"]["torch"].cpu())
+        except (RuntimeError, ValueError):  # saved by a generator of another device type (CPU <-> CUDA)
+            self.generator.manual_seed(self.cfg.seed * 1_000_003 + int(state["step"]))
         self.step = int(state["step"])
         self.last_losses = dict(state.get("losses", {}))
 
@@ -305,12 +355,17 @@ class Trainer:
         total = self.cfg.iterations
         stopped = False
         self.field.train()
+        prefetch = None
+        if self.prefetch_workers > 0 and self.step < total:
+            prefetch = Prefetcher(self.prepare_step, self.step, total, depth=self.prefetch_depth,
+                                  workers=self.prefetch_workers)
         try:
             while self.step < total:
                 if self.should_stop is not None and self.should_stop():
                     stopped = True
                     break
-                self.last_losses = self.train_step()
+                batch = prefetch.get(self.step) if prefetch is not None else self.prepare_step(self.step)
+                self._pending_losses = self._run_step(batch)  # tensors: no host sync until logged
                 self.step += 1
                 every = self.cfg.checkpoint_every
                 if self.run_dir is not None and every > 0 and self.step % every == 0 and self.step < total:
@@ -318,18 +373,37 @@ class Trainer:
                 if self.progress is not None and (self.step % max(self.cfg.progress_every, 1) == 0 or self.step == total):
                     done = self.step - start
                     eta = (time.perf_counter() - t0) / max(done, 1) * (total - self.step)
+                    self._flush_losses()
                     self.progress(TrainProgress(self.step, total, dict(self.last_losses), eta))
         except KeyboardInterrupt:  # keep what was computed (up to the last finished step): the next run resumes
             self.save_checkpoint()
             raise
+        finally:
+            if prefetch is not None:
+                self.prefetch_waited_s = prefetch.waited_s
+                prefetch.close()
+        self._flush_losses()
         self.save_checkpoint()
         return TrainResult(iterations=self.step, losses=dict(self.last_losses), stopped=stopped,
                            seconds=time.perf_counter() - t0, geometry=self.geometry)
 
-    def _sample_pixels(self, view: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _flush_losses(self) -> None:
+        """Turn the latest step's loss tensors into floats (one host sync), into :attr:`last_losses`."""
+        if self._pending_losses is not None:
+            self.last_losses = {k: float(v) for k, v in self._pending_losses.items()}
+            self._pending_losses = None
+
+    def step_rng(self, step: int) -> np.random.Generator:
+        """The generator of one step's host draws (view, pixels, pairs, stencils): seeded by ``(seed, step)``,
+        so a step's batch does not depend on which thread made it, on the prefetch depth, or on a resume."""
+        return np.random.default_rng([self.cfg.seed, step])
+
+    def _sample_pixels(self, view: int, rng: np.random.Generator | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rng = self.rng if rng is None else rng
         h, w = self.scene.height, self.scene.width
         n = min(self.cfg.rays_per_step, h * w)
-        pix = np.sort(self.rng.choice(h * w, size=n, replace=False))
+        pix = np.sort(rng.choice(h * w, size=n, replace=False))
         rows, cols = pix // w, pix % w
         uv = np.stack([cols + 0.5, rows + 0.5], axis=1).astype(np.float64)
         return rows, cols, uv
@@ -352,8 +426,15 @@ class Trainer:
                                           min_size=min_size, max_size=hw - min_size)
         return self._trees[view]
 
-    def _step_pairs(self, view: int, rows: np.ndarray, cols: np.ndarray):
+    def _stencil_runs_of(self, view: int) -> StencilRuns:
+        """All depth-continuity runs of a view's leaf labels, grouped by label (per-image precomputation, cached)."""
+        if view not in self._runs:
+            self._runs[view] = stencil_runs(self._leaf_labels_of(view))
+        return self._runs[view]
+
+    def _step_pairs(self, view: int, rows: np.ndarray, cols: np.ndarray, rng: np.random.Generator | None = None):
         """Masks at the sampled pixels and Algorithm 1's pairs for one step."""
+        rng = self.rng if rng is None else rng
         cfg = self.cfg
         if cfg.image_mask_trees:
             full = self._image_tree(view)
@@ -363,36 +444,67 @@ class Trainer:
         else:
             sampled_masks = self.masks[view][:, rows, cols]
             tree = mask_tree(sampled_masks, p_in=cfg.p_in, p_iou=cfg.p_iou)
-        pairs = sample_hierarchical_pairs(tree, self.rng, n_pos=cfg.n_pos, n_neg=cfg.n_neg,
+        pairs = sample_hierarchical_pairs(tree, rng, n_pos=cfg.n_pos, n_neg=cfg.n_neg,
                                           reuse_negatives=cfg.reuse_negatives)
         return sampled_masks, pairs
 
-    def train_step(self) -> dict[str, float]:
-        """One optimisation step on one random view; returns the loss terms as floats."""
+    def prepare_step(self, step: int) -> StepBatch:
+        """The host work of step ``step`` (issue #16): view, pixels, mask tree and pairs (:meth:`_step_pairs`), the
+        kNN pixel graph (and boundary prior), level groups and depth-continuity stencils. Depends only on
+        ``step`` and the per-image caches, so :meth:`fit` runs it ahead on worker threads
+        (:class:`backend.method.prefetch.Prefetcher`)."""
         cfg = self.cfg
-        view = int(self.rng.integers(self.scene.num_views))
-        rows, cols, uv = self._sample_pixels(view)
-        sampled_masks, pairs = self._step_pairs(view, rows, cols)
+        rng = self.step_rng(step)
+        t0 = time.perf_counter()
+        view = int(rng.integers(self.scene.num_views))
+        rows, cols, uv = self._sample_pixels(view, rng)
+        t1 = time.perf_counter()
+        sampled_masks, pairs = self._step_pairs(view, rows, cols, rng)
+        groups = level_groups(pairs)
+        t2 = time.perf_counter()
+        stencils = None
+        if (self.geometry == "nerf" and cfg.depth_continuity_weight > 0 and step >= cfg.depth_continuity_start):
+            stencils = sample_stencils_from_runs(self._stencil_runs_of(view), rng, per_mask=cfg.stencils_per_mask)
+            if len(stencils) > cfg.max_stencils:
+                stencils = stencils[np.sort(rng.choice(len(stencils), cfg.max_stencils, replace=False))]
+            if len(stencils) == 0:
+                stencils = None
+        t3 = time.perf_counter()
+        graph = prior = None
+        if len(pairs) and cfg.loss.use_ultrametric:
+            graph = knn_pixel_graph(uv, k=cfg.loss.knn)
+            if cfg.loss.boundary_prior:
+                prior = mask_boundary_prior(graph[0], graph[1], sampled_masks)
+        t4 = time.perf_counter()
+        return StepBatch(step=step, view=view, rows=rows, cols=cols, uv=uv, sampled_masks=sampled_masks, pairs=pairs,
+                         groups=groups, graph=graph, prior=prior, stencils=stencils,
+                         timings={"sample": t1 - t0, "tree_pairs": t2 - t1, "stencils": t3 - t2, "graph": t4 - t3})
 
+    def train_step(self, batch: StepBatch | None = None) -> dict[str, float]:
+        """One optimisation step on one random view (host work from ``batch`` or made now); returns the loss
+        terms as floats (one host sync; :meth:`fit` keeps them as tensors until it logs)."""
+        out = self._run_step(self.prepare_step(self.step) if batch is None else batch)
+        return {k: float(v) for k, v in out.items()}
+
+    def _run_step(self, batch: StepBatch) -> dict[str, Tensor | float]:
+        """The device part of a step: render / query, losses, backward, optimiser; losses as detached tensors."""
+        cfg = self.cfg
+        if batch.step != self.step:
+            raise TrainError(f"batch of step {batch.step} given at step {self.step}")
+        view, rows, cols, uv, pairs = batch.view, batch.rows, batch.cols, batch.uv, batch.pairs
         if self.geometry == "nerf":
             if self.step >= cfg.occupancy_warmup and (self.step - cfg.occupancy_warmup) % cfg.occupancy_every == 0:
                 self.occupancy.update(lambda x: self.field.density(x)[0], generator=self.generator)
-            stencils = None
-            if cfg.depth_continuity_weight > 0 and self.step >= cfg.depth_continuity_start:
-                stencils = sample_depth_stencils(self._leaf_labels_of(view), self.rng, per_mask=cfg.stencils_per_mask)
-                if len(stencils) > cfg.max_stencils:
-                    stencils = stencils[np.sort(self.rng.choice(len(stencils), cfg.max_stencils, replace=False))]
-                if len(stencils) == 0:
-                    stencils = None
 
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             if self.geometry == "depth":
                 terms, features = self._depth_mode_terms(view, rows, cols, uv)
             else:
-                terms, features = self._nerf_mode_terms(view, rows, cols, uv, stencils)
+                terms, features = self._nerf_mode_terms(view, rows, cols, uv, batch.stencils)
             if len(pairs):
-                fl = feature_losses(features.float(), uv, pairs, cfg.loss, sampled_masks)
+                fl = feature_losses(features.float(), uv, pairs, cfg.loss, batch.sampled_masks, graph=batch.graph,
+                                    prior=batch.prior, groups=batch.groups)
                 terms.ultrametric, terms.euclidean = fl.get("ultrametric"), fl.get("euclidean")
         total = terms.weighted_total(cfg.loss_weights())
         if torch.is_tensor(total) and total.requires_grad:
@@ -400,8 +512,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.scheduler.step()
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out["total"] = float(total.detach()) if torch.is_tensor(total) else float(total)
+        out: dict[str, Tensor | float] = {k: v.detach() for k, v in terms.items()}
+        out["total"] = total.detach() if torch.is_tensor(total) else float(total)
         return out
 
     def _depth_mode_terms(self, view: int, rows: np.ndarray, cols: np.ndarray,
@@ -442,10 +554,12 @@ class Trainer:
             target = target * a + self._bg_rgb * (1.0 - a)
         terms = LossTerms(rgb=F.mse_loss(out.rgb[:n_main].float(), target))
         if self.scene.depth is not None and cfg.depth_weight > 0:
-            gt = torch.from_numpy(self.scene.depth[view, rows, cols].astype(np.float32)).to(dev)
-            fg = gt > 0
-            if bool(fg.any()):
-                terms.depth = (out.depth[:n_main][fg] - gt[fg]).abs().mean()
+            gt_host = self.scene.depth[view, rows, cols].astype(np.float32)
+            fg_idx = np.flatnonzero(gt_host > 0)  # on the host: no bool(fg.any()) / boolean-mask sync
+            if len(fg_idx):
+                idx = torch.from_numpy(fg_idx).to(dev, non_blocking=True)
+                gt = torch.from_numpy(gt_host[fg_idx]).to(dev, non_blocking=True)
+                terms.depth = (out.depth[:n_main][idx] - gt).abs().mean()
         if stencils is not None:
             sd = out.depth[n_main:].reshape(-1, stencils.shape[1]).float()
             dtheta = 1.0 / float(self.scene.K[view][0, 0]) if cfg.depth_continuity_true_angle else 1.0

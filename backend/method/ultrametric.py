@@ -31,6 +31,13 @@ from torch import Tensor
 
 from backend.core.linkage_tree import DISCONNECTED, SAME_VERTEX, bottleneck_edges, single_linkage_tree
 
+def _index_tensor(idx, device: torch.device) -> Tensor:
+    """int64 indices on ``device`` from NumPy or a tensor (a tensor already there is not copied)."""
+    if torch.is_tensor(idx):
+        return idx.to(device=device, dtype=torch.long, non_blocking=True)
+    return torch.as_tensor(np.asarray(idx), dtype=torch.long, device=device)
+
+
 def edge_lengths(features: Tensor, sources, targets, metric: str = "cosine",
                  assume_normalized: bool = False, eps: float = 1e-8) -> Tensor:
     """Feature distance of each edge (differentiable).
@@ -41,8 +48,8 @@ def edge_lengths(features: Tensor, sources, targets, metric: str = "cosine",
 
     Shape: ``features`` [P, D]; ``sources``, ``targets`` int [E] (NumPy or tensor) -> [E] (features' dtype).
     """
-    s = torch.as_tensor(np.asarray(sources), dtype=torch.long, device=features.device)
-    t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=features.device)
+    s = _index_tensor(sources, features.device)
+    t = _index_tensor(targets, features.device)
     if metric == "cosine":
         f = features if assume_normalized else torch.nn.functional.normalize(features, dim=-1, eps=eps)
         prod = f[s]

@@ -54,7 +54,8 @@ class OccupancyGrid(nn.Module):
         dev = self.density_ema.device
         ar = torch.arange(r, device=dev)
         ijk = torch.stack(torch.meshgrid(ar, ar, ar, indexing="ij"), -1).reshape(-1, 3).float()
-        jitter = torch.rand(ijk.shape, generator=generator).to(dev)
+        jitter = torch.rand(ijk.shape, generator=generator,
+                            device=generator.device if generator is not None else None).to(dev)
         pts = (ijk + jitter) / r * (2 * self.bound) - self.bound
         new = torch.cat([density_fn(pts[i:i + chunk]).float().reshape(-1) for i in range(0, len(pts), chunk)])
         self.density_ema.copy_(torch.maximum(self.density_ema * self.decay, new))

@@ -62,7 +62,8 @@ def sample_along_rays(near: Tensor, far: Tensor, num_samples: int, perturb: bool
     width = ((far - near).clamp_min(0.0) / num_samples)[:, None]
     k = torch.arange(num_samples, device=near.device, dtype=near.dtype)[None, :]
     if perturb:
-        u = torch.rand((r, num_samples), generator=generator).to(near.device, near.dtype)
+        dev = generator.device if generator is not None else near.device  # a device generator: no copy
+        u = torch.rand((r, num_samples), generator=generator, device=dev).to(near.device, near.dtype)
     else:
         u = torch.full((r, num_samples), 0.5, device=near.device, dtype=near.dtype)
     return near[:, None] + (k + u) * width, width.expand(r, num_samples)
