@@ -35,6 +35,8 @@ class Prefetcher(Generic[T]):
         self._futures: dict[int, Future] = {}
         self._next = start
         self.waited_s = 0.0
+        self.waits: list[float] = []
+        """Seconds each ``get`` blocked, in order (the first one includes filling the pipeline)."""
         self._fill(start)
 
     def _fill(self, current: int) -> None:
@@ -51,14 +53,16 @@ class Prefetcher(Generic[T]):
             self._fill(step)
             t0 = time.perf_counter()
             out = self.produce(step)
-            self.waited_s += time.perf_counter() - t0
+            self.waits.append(time.perf_counter() - t0)
+            self.waited_s += self.waits[-1]
             return out
         self._fill(step)
         t0 = time.perf_counter()
         try:
             return fut.result()
         finally:
-            self.waited_s += time.perf_counter() - t0
+            self.waits.append(time.perf_counter() - t0)
+            self.waited_s += self.waits[-1]
 
     def _cancel(self) -> None:
         for f in self._futures.values():

@@ -381,6 +381,7 @@ class Trainer:
         finally:
             if prefetch is not None:
                 self.prefetch_waited_s = prefetch.waited_s
+                self.prefetch_waits = list(prefetch.waits)
                 prefetch.close()
         self._flush_losses()
         self.save_checkpoint()
