@@ -114,3 +114,43 @@ class FlattenThresholds(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None):
         flat = sorted({v for part in values for v in (part if isinstance(part, list) else [part])})
         setattr(namespace, self.dest, flat)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows every option's default: ``(default: X)`` is appended to a help text that does not
+    state its default already (options without a value, or defaulting to None / off, are left as they are)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and action.option_strings and _shown_default(action.default):
+            import copy
+
+            action = copy.copy(action)
+            action.help = "default: " + _default_text(action.default)
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if not action.option_strings or "default" in text.lower() or not _shown_default(default):
+            return action.help
+        return f"{text} (default: {_default_text(default)})"
+
+
+def _shown_default(default) -> bool:
+    return not (default is None or default is False or default is argparse.SUPPRESS
+                or (isinstance(default, (list, tuple)) and not default))
+
+
+def _default_text(default) -> str:
+    shown = ",".join(str(x) for x in default) if isinstance(default, (list, tuple)) else str(default)
+    return shown.replace("%", "%%")
+
+
+def package_version() -> str:
+    """The installed ``ultrametric-seg`` version (for ``--version``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ultrametric-seg")
+    except PackageNotFoundError:
+        return "unknown (not installed; run from a source tree)"

@@ -39,7 +39,7 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--geometry", default="auto", choices=["auto", "depth", "nerf"],
                    help="depth: given depth is the geometry; nerf: learn density (default auto)")
     p.add_argument("--device", default="auto", type=T.device, help="torch device: auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--seed", type=T.seed, default=0)
+    p.add_argument("--seed", type=T.seed, default=0, help="random seed of sampling and initialisation")
     p.add_argument("--max-views", type=T.positive_int, default=None, help="use only the first N training views")
     p.add_argument("--no-ultrametric", action="store_true", help="ablation: Euclidean contrastive loss only")
     p.add_argument("--no-hierarchical-sampling", action="store_true", help="ablation: all masks on one level")
@@ -74,7 +74,12 @@ def _pipeline_config(args: argparse.Namespace):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with the project's error convention: one ``error:`` line and exit status 2."""
+    """argparse with the project's conventions: one ``error:`` line and exit status 2; ``--help`` shows the
+    defaults (every subcommand: subparsers are of this class too)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", T.DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_ERROR, f"error: {message} (see `{self.prog} --help`)\n")
@@ -85,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = Parser(prog="backend", description="Ultrametric feature fields: view-consistent "
                                      "hierarchical 3D segmentation from inconsistent 2D masks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {T.package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="make masks and train the ultrametric feature field (resumable)")

@@ -27,8 +27,11 @@ class ProgressBars:
         if event.stage != self.stage or self.bar is None:
             self.close()
             self.stage = event.stage
+            # initial = the first event's step: the rate counts the steps made while the bar is shown, so a
+            # stage that starts at step 200 (a resumed run) or reports its first step after a long set-up shows
+            # '?' and then a true average, never thousands of steps a second
             self.bar = tqdm(total=event.total or None, desc=event.stage, unit="step", file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
+                            dynamic_ncols=True, leave=True, initial=int(event.step or 0))
         bar = self.bar
         if event.total and bar.total != event.total:
             bar.total = event.total

@@ -182,7 +182,9 @@ def add_submit_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=T.bounded(int, 1, 10_000_000), default=d.iterations)
     p.add_argument("--mask-source", default=d.mask_source, choices=JobOptions.MASK_SOURCES)
     p.add_argument("--geometry", default=d.geometry, choices=JobOptions.GEOMETRIES)
-    p.add_argument("--thresholds", type=T.bounded(float, 0, 2, lo_open=True), nargs="*", default=list(d.thresholds))
+    p.add_argument("--thresholds", type=T.thresholds, nargs="+", action=T.FlattenThresholds, metavar="T",
+                   default=list(d.thresholds), help="cut thresholds (feature distances 1 - cos in (0, 2]), comma- or "
+                   "space-separated")
     p.add_argument("--max-points", type=T.bounded(int, 1, 50_000_000), default=d.max_points)
     p.add_argument("--device", default=d.device, type=T.device)
     p.add_argument("--seed", type=T.seed, default=d.seed)

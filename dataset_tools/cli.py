@@ -54,8 +54,55 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in text.split(",") if t.strip())
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` shows every option's default (appended where the help text does not state it)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.help is None and action.option_strings and _shown(action.default):
+            import copy
+
+            action = copy.copy(action)
+            action.help = f"default: {_text(action.default)}"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if not action.option_strings or "default" in text.lower() or not _shown(action.default):
+            return action.help
+        return f"{text} (default: {_text(action.default)})"
+
+
+def _shown(default) -> bool:
+    return not (default is None or default is False or default is argparse.SUPPRESS
+                or (isinstance(default, (list, tuple)) and not default))
+
+
+def _text(default) -> str:
+    shown = ",".join(f"{x:g}" if isinstance(x, float) else str(x) for x in default) \
+        if isinstance(default, (list, tuple)) else str(default)
+    return shown.replace("%", "%%")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command's ``--help`` shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ultrametric-seg")
+    except PackageNotFoundError:
+        return "unknown (not installed; run from a source tree)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dataset-tools", description="Blender-HS dataset tools")
+    parser = _Parser(prog="dataset-tools", description="Blender-HS dataset tools")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     d = RenderConfig()
     r = sub.add_parser("render", help="render a Blender-HS folder from a .blend file")

@@ -21,10 +21,12 @@ class Choice:
 
 #: Training presets, from the paper's configuration down to the CPU demo.
 PRESETS: tuple[Choice, ...] = (
-    Choice("paper", "Paper", "The paper's settings: 20,000 iterations, full hash grids, 256-d features (GPU)"),
-    Choice("default", "Default", "The paper's model with 5,000 iterations (GPU, a few minutes)"),
-    Choice("fast", "Fast", "1,500 iterations, 2^17-entry grids, 128-d features (GPU, a quick look)"),
-    Choice("cpu", "CPU", "Small grids and 32-d features sized for 2 CPU cores (the demo's preset)"),
+    Choice("paper", "Paper (20k steps)", "The paper's settings: 20,000 iterations, 2^20-entry hash grids, "
+           "256-d features (GPU)"),
+    Choice("default", "Default (5k steps)", "The paper's model and grids with 5,000 iterations (GPU, a few minutes)"),
+    Choice("fast", "Fast (1.5k steps)", "1,500 iterations, 2^17-entry grids, 128-d features (GPU, a quick look)"),
+    Choice("cpu", "CPU (1.5k steps, small)", "1,500 iterations, 2^15-entry grids, 8-level 64^3 feature grid, "
+           "32-d features: a few minutes on 2 CPU cores, coarser results (the demo's preset)"),
 )
 PRESET_NAMES: tuple[str, ...] = tuple(c.name for c in PRESETS)
 #: Preset of a job submitted without one (the service usually runs on a GPU).

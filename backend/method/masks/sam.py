@@ -126,12 +126,13 @@ def load_sam(config: SamConfig) -> Any:
     import torch
 
     if config.checkpoint is None:
-        raise MaskSourceError("mask source 'sam' needs a checkpoint: set masks.sam.checkpoint to a SAM .pth file "
-                              "(e.g. sam_vit_h_4b8939.pth from the segment-anything release)")
+        raise MaskSourceError("mask source 'sam' needs a checkpoint: pass --sam-checkpoint PATH to a SAM .pth file "
+                              "(e.g. sam_vit_h_4b8939.pth from the segment-anything release; in Python: "
+                              "masks.sam.checkpoint), or use --mask-source classical")
     path = Path(config.checkpoint).expanduser()
     if not path.is_file():
-        raise MaskSourceError(f"SAM checkpoint {path} does not exist; download it from the segment-anything "
-                              "release or set masks.sam.checkpoint, or use masks.source='classical'")
+        raise MaskSourceError(f"SAM checkpoint {path} (--sam-checkpoint) does not exist; download it from the "
+                              "segment-anything release, or use --mask-source classical")
     arch = detect_arch(path) if config.arch == "auto" else config.arch
     if arch not in ARCHS:
         raise MaskSourceError(f"unknown SAM architecture {arch!r}; choose one of {sorted(ARCHS)}")
