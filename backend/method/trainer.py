@@ -191,8 +191,10 @@ class Trainer:
     """
 
     #: Worker threads preparing the next steps' host work during :meth:`fit` (0: none, the host work runs inside
-    #: each step) and how many steps ahead they may run. Results do not depend on either (per-step generators).
-    prefetch_workers: int = 2
+    #: each step; None: 2 on a GPU, 0 on a CPU, where the threads would compete with the field for the same cores:
+    #: bench/bench_step.py measured a step 804 -> 907 ms on 2 cores) and how many steps ahead they may run.
+    #: Results do not depend on either (per-step generators).
+    prefetch_workers: int | None = None
     prefetch_depth: int = 3
 
     def __init__(self, scene: Scene, masks: list[np.ndarray] | None, cfg: TrainConfig | None = None,
@@ -356,9 +358,11 @@ class Trainer:
         stopped = False
         self.field.train()
         prefetch = None
-        if self.prefetch_workers > 0 and self.step < total:
-            prefetch = Prefetcher(self.prepare_step, self.step, total, depth=self.prefetch_depth,
-                                  workers=self.prefetch_workers)
+        workers = self.prefetch_workers
+        if workers is None:
+            workers = 0 if self.device.type == "cpu" else 2
+        if workers > 0 and self.step < total:
+            prefetch = Prefetcher(self.prepare_step, self.step, total, depth=self.prefetch_depth, workers=workers)
         try:
             while self.step < total:
                 if self.should_stop is not None and self.should_stop():
