@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                             fh.write(json.dumps(rec, default=float) + "\n")
                         done[tuple(rec["key"])] = rec
                         print(f"  {scene} {source} seed {seed} {tv}{'/' + sv if sv else ''}: "
-                              f"3D NC_mean {ev.rows['ours-3D']['NC_mean']:.1f}  2D {ev.rows['ours-2D']['NC_mean']:.1f}"
+                              f"3D NC_mean {100 * ev.rows['ours-3D']['NC_mean']:.1f}  2D {100 * ev.rows['ours-2D']['NC_mean']:.1f}"
                               f"  ({time.monotonic() - t0:.0f} s)", flush=True)
     print(table(done, args, train_variants, seg_variants))
     print(f"\nwall time {time.monotonic() - start:.0f} s (cached results reused: see {results_path})")
@@ -172,7 +172,7 @@ def table(done: dict, args, train_variants: dict, seg_variants: dict) -> str:
                 cells = []
                 for c in COLUMNS:
                     xs = np.array([v.get(c, np.nan) if v.get(c) is not None else np.nan for v in vals], float)
-                    xs = xs[np.isfinite(xs)]
+                    xs = 100.0 * xs[np.isfinite(xs)]  # fractions -> percent
                     cells.append(f"{xs.mean():.1f} ± {xs.std():.1f}" if len(xs) else "-")
                 ts = np.mean([rec["train_s"] for rec in recs])
                 lines.append(f"| {scene} | {source} | {label} | {len(vals)} | " + " | ".join(cells)

@@ -293,3 +293,22 @@ def test_released_code_variants_train(box_scene):
     last = [_feature_loss(tr.train_step()) for _ in range(5)]
     assert np.mean(last) < np.mean(first)
     assert len(tr._trees) >= 1 and "background_feature" not in dict(tr.field.named_parameters())
+
+
+def test_train_overrides_and_scene_dependent_feature_grid(box_scene):
+    """Dotted TrainConfig overrides (bench variants) and the feature grid resolved from the pixel footprint."""
+    from backend.method.config import (ConfigError, PipelineConfig, feature_resolution, resolve_scene_dependent,
+                                       scene_pixel_footprint, train_config)
+
+    tc = train_config(PipelineConfig(preset="cpu", train_overrides={
+        "reuse_negatives": True, "field.feature_grid.max_resolution": 128, "adam_betas": [0.9, 0.999]}))
+    assert tc.reuse_negatives and tc.field.feature_grid.max_resolution == 128 and tc.adam_betas == (0.9, 0.999)
+    with pytest.raises(ConfigError):
+        train_config(PipelineConfig(preset="cpu", train_overrides={"field.no_such_field": 1}))
+    scene, _ = box_scene
+    f = scene_pixel_footprint(scene)
+    assert f > 0 and scene_pixel_footprint(dataclasses.replace(scene, depth=None)) > 0
+    cfg = tiny_config(feature_cell_pixels=0.5)
+    res = resolve_scene_dependent(cfg, f).field.feature_grid.max_resolution
+    assert res == feature_resolution(cfg.field.bound, f, 0.5) and res & (res - 1) == 0 and res >= 64
+    assert resolve_scene_dependent(tiny_config(), f) == tiny_config()
