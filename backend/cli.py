@@ -40,7 +40,8 @@ def _add_training_arguments(p: argparse.ArgumentParser) -> None:
                    help="depth: given depth is the geometry; nerf: learn density (default auto)")
     p.add_argument("--device", default="auto", type=T.device, help="torch device: auto, cpu, cuda, cuda:N (default auto)")
     p.add_argument("--seed", type=T.seed, default=0, help="random seed of sampling and initialisation")
-    p.add_argument("--max-views", type=T.positive_int, default=None, help="use only the first N training views")
+    p.add_argument("--max-views", type=T.positive_int, default=None,
+                   help="use only the first N training views (recorded in run.json; segment and eval reuse it)")
     p.add_argument("--no-ultrametric", action="store_true", help="ablation: Euclidean contrastive loss only")
     p.add_argument("--no-hierarchical-sampling", action="store_true", help="ablation: all masks on one level")
     p.add_argument("--no-depth-continuity", action="store_true", help="ablation: no depth continuity loss")
@@ -101,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("segment", help="3D-segment a trained run: PLY, hierarchy.json, label maps, PCA images")
+    s = sub.add_parser("segment", help="3D-segment a trained run: PLYs, hierarchy.json, a contact sheet per view, "
+                       "the granularity sweep (GIF)")
     s.add_argument("run", type=Path, help="run folder made by `backend train`")
     s.add_argument("--thresholds", type=T.thresholds, nargs="+", action=T.FlattenThresholds, default=None,
                    metavar="T", help="cut thresholds written to the outputs: feature distances (1 - cos) in (0, 2], "
@@ -164,7 +166,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     with ProgressBars(not args.quiet) as bars:
         out = segment_run(args.run, args.thresholds, args.out, data=args.data, progress=bars)
-    print(f"segmentation written to {out} (points.ply, hierarchy.json, result.npz, views/)")
+    print(f"segmentation written to {out} (points.ply, points_segments.ply, hierarchy.json, result.npz, "
+          "views/*_sheet.png, sweep.gif)")
     return 0
 
 
@@ -228,8 +231,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         md = evaluate_run(data, run, out, eval_cfg=EvalConfig(rotations=(10.0, 45.0)), progress=bars)
     print(md.read_text())
     print(f"demo finished in {time.monotonic() - start:.0f} s. Everything is in {out.resolve()}:\n"
-          f"  {seg / 'points.ply'} (open in Blender or MeshLab; label_<k> per threshold)\n"
-          f"  {seg / 'hierarchy.json'}, {seg / 'views'} (label maps, PCA of features)\n  {md}")
+          f"  {seg / 'points.ply'} (seg_t<threshold> labels), {seg / 'points_segments.ply'} (coloured by segment;\n"
+          f"  opens in Blender, MeshLab, CloudCompare), {seg / 'hierarchy.json'}\n"
+          f"  {seg / 'views'} (a contact sheet per view), {seg / 'sweep.gif'} (fine to coarse)\n  {md}")
     return 0
 
 

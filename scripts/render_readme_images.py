@@ -13,11 +13,15 @@ and renders the cloud cut at a fine and a coarse tree threshold. It writes to ``
 
 - ``segmented_<stem>.png``: the three renders side by side (original | fine | coarse) with captions;
 - with ``--tiles`` also ``<stem>_original.png``, ``<stem>_fine.png``, ``<stem>_coarse.png`` (the
-  three renders alone, transparent background).
+  three renders alone, transparent background);
+- the pictures ``backend segment`` made next to the result, when present: ``<stem>_sweep.gif`` and
+  ``<stem>_sweep.png`` (the granularity sweep) and ``<stem>_view.png`` (the first view's contact sheet:
+  image, PCA of the features, 4 cuts), so one command refreshes every README picture.
 
-The README picture ``docs/images/segmented_table_set.png`` was made from the output of
-``python3 -m backend demo --out /tmp/demo1`` with
-``python3 scripts/render_readme_images.py /tmp/demo1/run/segmentation /tmp/demo1/table_set.blend docs/images``.
+The README pictures in ``docs/images/`` are made from a real run in one command::
+
+    backend demo --out /tmp/demo1        # or: backend train DATA RUN && backend segment RUN
+    python3 scripts/render_readme_images.py /tmp/demo1/run/segmentation /tmp/demo1/table_set.blend docs/images
 
 Workbench cannot colour point clouds by attribute, so each segment is made its own object with the
 add-on's "Separate Segments" (:func:`blender_addon.importer.separate_segments`) and the segment colour
@@ -42,7 +46,8 @@ if str(REPO) not in sys.path:
 import bpy  # noqa: E402
 from mathutils import Vector  # noqa: E402
 
-from blender_addon import importer, tree_cut  # noqa: E402
+from backend.wire import tree_cut  # noqa: E402
+from blender_addon import importer  # noqa: E402
 from blender_addon.messages import ResultError, load_result_file  # noqa: E402
 
 #: Camera direction (from the scene's centre towards the camera): a 3/4 view from slightly above.
@@ -233,7 +238,29 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="useg_readme_") as tmp:
         render_pictures(args, result, stem, args.out_dir if args.tiles else Path(tmp))
+    for p in copy_segment_pictures(args.result_dir, args.out_dir, stem):
+        print(f"wrote {p} ({p.stat().st_size // 1024} KB)")
     return 0
+
+
+def copy_segment_pictures(result_dir: Path, out_dir: Path, stem: str) -> list[Path]:
+    """Copy the pictures ``backend segment`` wrote beside ``result.npz`` (sweep.gif, sweep.png and the first
+    view's contact sheet) to ``out_dir`` as ``<stem>_sweep.gif``, ``<stem>_sweep.png``, ``<stem>_view.png``."""
+    import shutil
+
+    folder = result_dir if result_dir.is_dir() else result_dir.parent
+    sheets = sorted((folder / "views").glob("*_sheet.png"))
+    pairs = [(folder / "sweep.gif", f"{stem}_sweep.gif"), (folder / "sweep.png", f"{stem}_sweep.png")]
+    if sheets:
+        pairs.append((sheets[0], f"{stem}_view.png"))
+    written = []
+    for src, name in pairs:
+        if src.is_file():
+            shutil.copyfile(src, out_dir / name)
+            written.append(out_dir / name)
+    if not written:
+        print(f"note: no sweep.gif / views/*_sheet.png in {folder} (made by `backend segment`); not copied")
+    return written
 
 
 def render_pictures(args: argparse.Namespace, result, stem: str, tiles_dir: Path) -> None:
