@@ -213,7 +213,7 @@ def write_outputs(result: JobResult, out: Path) -> list[Path]:
         write_ply(out / POINTS_PLY, a[ResultArrays.POINTS], a.get(ResultArrays.COLORS), rows, names=names,
                   comments=comments)
         files.append(out / POINTS_PLY)
-        if coloured:
+        if coloured and labels is not None:
             seg_rgb = srgb8(colour_table(labels[mid]))[labels[mid]]
             write_ply(out / SEGMENTS_PLY, a[ResultArrays.POINTS], seg_rgb, [labels[mid]], names=[names[mid]],
                       comments=[f"red green blue: colour of the point's segment at threshold {thresholds[mid]:g} "
