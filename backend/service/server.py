@@ -159,7 +159,10 @@ class JobServerConfig:
     cancel_orphaned_jobs: bool = False
     """Cancel orphaned jobs (default: let them finish; their results stay fetchable)."""
     max_queue: int = 32
-    """Most jobs waiting (beyond the running one)."""
+    """Most jobs waiting (beyond the running ones)."""
+    max_running: int = 1
+    """Jobs run at once: 1 on one device; more when the job function spreads them over a cluster
+    (``backend serve --executor ray``, :mod:`backend.service.executors`)."""
     status_max_jobs: int = 100
     """Most jobs listed in a status reply (newest first)."""
     poll_interval_s: float = 0.1
@@ -194,7 +197,8 @@ class JobServerConfig:
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
                 raise ConfigError(f"{name} must be a finite number > 0, got {v!r}")
-        for name in ("max_queue", "status_max_jobs", "max_finished_jobs", "max_results_bytes", "send_hwm"):
+        for name in ("max_queue", "max_running", "status_max_jobs", "max_finished_jobs", "max_results_bytes",
+                     "send_hwm"):
             if not getattr(self, name) >= 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.memory_budget_bytes is not None and not self.memory_budget_bytes > 0:
@@ -324,8 +328,7 @@ class JobServer:
         self.endpoint: str | None = None
         self._jobs: dict[str, _Job] = {}
         self._queue: deque[str] = deque()
-        self._running: str | None = None
-        self._worker: threading.Thread | None = None
+        self._running: dict[str, threading.Thread] = {}  # job id -> its worker thread
         self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -467,8 +470,8 @@ class JobServer:
 
     def _shutdown(self) -> None:
         # The running job sees should_stop() (self._stop is set) and ends as failed, not cancelled.
-        if self._worker is not None:
-            self._worker.join(10.0)
+        for worker in list(self._running.values()):
+            worker.join(10.0)
         self._handle_events()
         for rec in list(self._jobs.values()):
             if rec.state not in State.FINISHED:
@@ -692,7 +695,7 @@ class JobServer:
             return
         self._jobs[rec.job] = rec
         self._queue.append(rec.job)
-        position = len(self._queue) - 1 + (1 if self._running is not None else 0)
+        position = len(self._queue) - 1 + self._ahead()
         self._send(identity, P.Accepted(job=rec.job, queue_position=position))  # before any progress
         self._start_next()
         self._announce_queue()
@@ -724,7 +727,7 @@ class JobServer:
                           reverse=True)
             jobs = [r.info() for r in recs[: self.config.status_max_jobs]]
         queue_ = [j for j in self._queue if self._visible(j)]
-        running = self._running if self._running is not None and self._visible(self._running) else None
+        running = next((j for j in self._running if self._visible(j)), None)  # the oldest visible running job
         self._send(identity, P.StatusReply(device=self.device, server_version=self.version, jobs=jobs,
                                            queue=queue_, running=running))
 
@@ -773,27 +776,32 @@ class JobServer:
 
     def _announce_queue(self) -> None:
         """Send each queued job its new position when it changed."""
-        ahead = 1 if self._running is not None else 0
+        ahead = self._ahead()
         for i, job in enumerate(self._queue):
             rec = self._jobs[job]
             if rec.queue_position != ahead + i:
                 rec.queue_position = ahead + i
                 self._publish(rec, self._queued_progress(rec))
 
+    def _ahead(self) -> int:
+        """Running jobs a queued job waits behind (0 while a slot is free)."""
+        return len(self._running) if len(self._running) >= self.config.max_running else 0
+
     def _start_next(self) -> None:
-        if self._running is not None or not self._queue or self._stop.is_set():
-            return
-        rec = self._jobs[self._queue.popleft()]
+        while len(self._running) < self.config.max_running and self._queue and not self._stop.is_set():
+            self._start(self._jobs[self._queue.popleft()])
+
+    def _start(self, rec: _Job) -> None:
         rec.state, rec.updated, rec.queue_position, rec.stage = State.RUNNING, time.time(), None, "starting"
         rec.started = time.monotonic()
         self._write_state(rec)
-        self._running = rec.job
         log.info("job %s started (%d views of %dx%d, preset %s, on %s)", rec.job, rec.scene.num_views,
                  rec.scene.height, rec.scene.width, rec.options.preset, rec.options.device)
         scene, rec.scene = rec.scene, None
-        self._worker = threading.Thread(target=self._work, args=(rec.job, scene, rec.options, rec.cancel),
-                                        name=f"job-{rec.job}", daemon=True)
-        self._worker.start()
+        worker = threading.Thread(target=self._work, args=(rec.job, scene, rec.options, rec.cancel),
+                                  name=f"job-{rec.job}", daemon=True)
+        self._running[rec.job] = worker
+        worker.start()
         self._publish(rec, P.Progress(job=rec.job, stage="starting", message=f"running on {rec.options.device}"))
 
     def _post(self, event: object) -> None:
@@ -889,7 +897,7 @@ class JobServer:
                     continue
                 self._publish(rec, msg)
             elif isinstance(event, _JobEnded):
-                self._running, self._worker = None, None
+                self._running.pop(rec.job, None)
                 took = time.monotonic() - rec.started if rec.started is not None else float("nan")
                 log.info("job %s ended %s after %.1f s%s", rec.job, event.state, took,
                          f" ({event.error_code}: {event.error_message})" if event.error_code else "")
