@@ -94,6 +94,19 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="most GiB of finished jobs kept, oldest removed first (default %(default)s)")
     p.add_argument("--admin-key", type=Path, action="append", default=[],
                    help="a client's public key file (client.key) that may see, fetch and cancel every job; repeatable")
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="where jobs run: local (in this process, one at a time) or ray (one Ray task per job, "
+                        "several at once; pip install 'ultrametric-seg[ray]') (default %(default)s)")
+    p.add_argument("--ray-address", default="local",
+                   help="with --executor ray: local (a Ray instance on this machine, loopback only), auto (the "
+                        "cluster this machine belongs to) or HOST:PORT of a head node (default %(default)s)")
+    p.add_argument("--max-jobs", type=T.positive_int, default=None,
+                   help="jobs running at once (default: 1 with the local executor, 2 with ray)")
+    p.add_argument("--cpus-per-job", type=T.positive_float, default=1.0,
+                   help="with --executor ray: CPUs each job's task requests (default %(default)s)")
+    p.add_argument("--gpus-per-job", type=T.bounded(float, 0, 64), default=0.0,
+                   help="with --executor ray: GPUs each job's task requests; > 0 runs jobs on CUDA "
+                        "(default %(default)s)")
     p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], help="logging level (default %(default)s)")
 
@@ -142,7 +155,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=Limits(max_total_bytes=max_bytes),
         memory_budget_bytes=None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30),
         max_finished_jobs=args.max_results, max_results_bytes=int(args.max_results_gb * 2**30), admin_keys=admins,
+        max_running=args.max_jobs or (2 if args.executor == "ray" else 1),
     )
+    if args.executor == "ray":
+        from backend.service.executors import ExecutorError, RayConfig, ray_run_job, start_ray
+
+        ray_cfg = RayConfig(address=args.ray_address, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job)
+        try:
+            start_ray(ray_cfg)
+            run_job = ray_run_job(args.run_job, ray_cfg)
+        except ExecutorError as e:
+            return _error(e, EXIT_BAD_INPUT)
+    else:
+        run_job = _job_function(args.run_job, device)
     stops = []
 
     def on_signal(*_) -> None:
@@ -153,7 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         estimate = load_run_job(DEFAULT_ESTIMATE) if args.run_job == DEFAULT_RUN_JOB else None
-        server = JobServer(config, _job_function(args.run_job, device), estimate=estimate)
+        server = JobServer(config, run_job, estimate=estimate)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
         server.start()
