@@ -84,11 +84,14 @@ def _text(default) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """Every (sub)command's ``--help`` shows the defaults."""
+    """Every (sub)command's ``--help`` shows the defaults; bad arguments end in one ``error:`` line, exit 2."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", _DefaultsFormatter)
         super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"dataset-tools: error: {message} (see `{self.prog} --help`)\n")
 
 
 def _version() -> str:

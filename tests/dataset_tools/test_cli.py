@@ -52,7 +52,7 @@ def test_nothing_renderable(tmp_path):
 
 def test_bad_options(tmp_path):
     assert_one_line_error(run_cli("render", tmp_path / "x.blend", tmp_path / "o", "--engine", "cycles", "--res", "2"),
-                          "resolution")
+                          "--res")
 
 
 def test_example_command_and_unknown_example(tmp_path):

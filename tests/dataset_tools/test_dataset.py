@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.core import geometry as geo
 from dataset_tools import cameras as cam
 from dataset_tools import writers
 from dataset_tools.visibility import covisible, reproject
@@ -168,13 +169,13 @@ def test_known_points_project_where_expected(small_dataset):
     for v in vs:
         mask = v["ids"] == orange
         if mask.sum() >= 4:
-            (u, vv), _ = cam.project(np.array([0.03, 0.02, 0.96]), v["c2w"], K)
+            (u, vv), _ = geo.project(np.array([0.03, 0.02, 0.96]), K, v["c2w"])
             rows, cols = np.nonzero(mask)
             assert abs(cols.mean() + 0.5 - u) < 2.0 and abs(rows.mean() + 0.5 - vv) < 2.0
             checked += 1
         pmask = (v["ids"] == plate) & ~_edges(v["ids"])
         if pmask.sum() >= 4:
-            pts = cam.unproject(v["depth"], v["c2w"], K)[pmask]
+            pts = geo.unproject_depth(v["depth"], K, v["c2w"])[pmask]
             assert np.median(pts[:, 2]) == pytest.approx(0.8125, abs=0.02)  # plate top surface
     assert checked >= 1
 
@@ -186,7 +187,7 @@ def test_scene_bounds_contain_the_surface(small_dataset):
     tf, vs = views(small_dataset, "val")
     K = K_of(tf)
     for v in vs:
-        pts = cam.unproject(v["depth"], v["c2w"], K)[v["depth"] > 0]
+        pts = geo.unproject_depth(v["depth"], K, v["c2w"])[v["depth"] > 0]
         assert (pts >= lo - 0.05).all() and (pts <= hi + 0.05).all()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from backend.core import geometry as geo
 from dataset_tools import cameras as cam
 from dataset_tools import writers
 
@@ -39,7 +40,7 @@ def _world_points(ds: Path, splits=("train", "val", "test"), interior: bool = Tr
         for v in vs:
             keep = (v["ids"] > 0) & (~_edges(v["ids"]) if interior else True)
             out_ids.append(v["ids"][keep])
-            out_pts.append(cam.unproject(v["depth"], v["c2w"], K)[keep])
+            out_pts.append(geo.unproject_depth(v["depth"], K, v["c2w"])[keep])
     return np.concatenate(out_ids), np.concatenate(out_pts)
 
 
@@ -218,8 +219,8 @@ def test_visibility_masks_mean_seen_in_both_views(small_dataset):
             vis = writers.read_png(ds / "val_visible" / f"r_{i}{suffix}.png")
             assert vis.dtype == np.uint8 and set(np.unique(vis).tolist()) <= {0, 255}
             vis = vis > 0
-            pts = cam.unproject(va["depth"], va["c2w"], K)
-            uv, z = cam.project(pts, vb["c2w"], K)
+            pts = geo.unproject_depth(va["depth"], K, va["c2w"])
+            uv, z = geo.project(pts, K, vb["c2w"])
             h, w = vb["depth"].shape
             with np.errstate(invalid="ignore"):
                 inside = (va["depth"] > 0) & (z > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & \

@@ -88,7 +88,7 @@ def test_render_options_forwarded_exactly():
 
 def test_bad_options_and_missing_ray_are_one_line(tmp_path):
     (tmp_path / "s.blend").write_bytes(b"BLENDER-v500")
-    for extra, needle in ((["--res", "2"], "resolution"), (["--workers", "0"], "--workers"),
+    for extra, needle in ((["--res", "2"], "--res"), (["--workers", "0"], "--workers"),
                           (["--gpus-per-task", "1"], "--gpus-per-task needs --ray")):
         proc = run_cli("render-many", tmp_path / "s.blend", tmp_path / "out", *extra)
         assert proc.returncode == 2 and error_lines(proc) and needle in error_lines(proc)[0], proc.stderr

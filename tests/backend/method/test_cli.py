@@ -84,8 +84,13 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     res = run_cli("demo", "--out", str(out), "--views", "6", "--res", "48", "--iterations", "30", "--quiet")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "| ours-3D |" in res.stdout and "demo finished" in res.stdout
-    for f in ("run/segmentation/points.ply", "run/segmentation/hierarchy.json", "eval.md", "eval.json"):
+    for f in ("run/segmentation/points.ply", "run/segmentation/hierarchy.json", "eval.md", "eval.json",
+              "eval_nc.png"):
         assert (out / f).is_file(), f
-    rows = json.loads((out / "eval.json").read_text())
-    assert set(rows) == {"input masks (2D)", "ours-2D", "ours-3D"}
+    assert "protocol: exact-geometry" in res.stdout  # the demo says how it measured
+    report = json.loads((out / "eval.json").read_text())
+    rows = report["rows"]
+    assert set(rows) == {"input masks (2D)", "ours-2D", "ours-3D", "ours-2D (whole tree)", "ours-3D (whole tree)"}
     assert 0.0 < rows["ours-3D"]["NC_mean"] <= 1.0
+    assert report["info"]["mask source"].startswith("classical (colour only")
+    assert len(report["nc_curves"]["ours-3D"]) == 50
