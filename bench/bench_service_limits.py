@@ -25,7 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import zmq
 
 HERE = Path(__file__).resolve().parents[1]
@@ -206,7 +205,6 @@ def submit_exit(repo: Path, tmp: Path) -> str:
                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "PYTHONPATH": str(repo), "HOME": str(tmp)})
     try:
-        t_start = time.monotonic()
         import threading
 
         seen = threading.Event()
