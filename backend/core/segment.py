@@ -17,7 +17,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from backend.core import linkage_tree
-from backend.core.graphs import (connect_components, feature_distances, grid_graph_4, knn_graph,
+from backend.core.graphs import (connect_components, core_distances, feature_distances, grid_graph_4, knn_graph,
                                   mutual_reachability)
 from backend.core.geometry import unproject_depth
 from backend.core.pointcloud import PointCloud
@@ -58,7 +58,19 @@ class SegmentConfig:
     """Segments with fewer points at a cut are noise (-1, HDBSCAN's rule); novel-view pixels then take the vote
     of the nearest *labelled* points. 0 = off (only the ``max_segments`` rule applies)."""
 
+    background_segment: bool = False
+    """Label a view's empty pixels (depth 0: no surface behind the pixel) as ONE segment of their own at every cut
+    (id ``N``, the cloud's point count, never a point's label), as the 2D inference does with the field's
+    background feature (Sec. 4.2); False leaves them unassigned (-1), so the background can never be covered."""
+    boundary_fraction: float = 0.0
+    """Boundary-aware point filter (a departure from Sec. 4.2): this fraction of the points with the largest local
+    feature spread (median ``1 - cos`` to their kNN neighbours, i.e. where the field changes between objects) is left
+    out of the tree, so they cannot chain two objects at fine cuts; they are noise (-1) in the cloud and novel-view
+    pixels near them take the vote of the nearest labelled points. 0 = off."""
+
     def __post_init__(self) -> None:
+        if not 0.0 <= self.boundary_fraction < 1.0:
+            raise ValueError(f"boundary_fraction must be in [0, 1), got {self.boundary_fraction}")
         if self.propagate_gate not in ("nearest", "farthest"):
             raise ValueError(f"propagate_gate must be 'nearest' or 'farthest', got {self.propagate_gate!r}")
         if self.min_samples < 0 or self.min_cluster_size < 0:
@@ -96,9 +108,16 @@ def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None) -> 
     # merge; debris under 0.2% of the points stays apart.
     src, dst = connect_components(cloud.points, src, dst, min_size=max(int(cfg.bridge_min_fraction * len(cloud)), 2))
     w = feature_distances(cloud.features, src, dst)
+    min_cluster = cfg.min_cluster_size
+    if cfg.boundary_fraction > 0:
+        spread = core_distances(len(cloud), src, dst, w, max(cfg.knn // 2, 1))
+        drop = spread > np.quantile(spread, 1.0 - cfg.boundary_fraction)
+        keep = ~(drop[src] | drop[dst])
+        src, dst, w = src[keep], dst[keep], w[keep]
+        min_cluster = max(min_cluster, 2)  # the dropped points are singletons: noise
     w = mutual_reachability(len(cloud), src, dst, w, cfg.min_samples)
     tree = linkage_tree.single_linkage_tree(len(cloud), src, dst, w)
-    return Segmentation3D(cloud=cloud, tree=tree, min_cluster_size=cfg.min_cluster_size)
+    return Segmentation3D(cloud=cloud, tree=tree, min_cluster_size=min_cluster)
 
 
 def propagate_label_stack(points: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int = 5,
@@ -138,6 +157,8 @@ def view_labels(seg: Segmentation3D, labels: np.ndarray, depth: np.ndarray, K: n
     h, w = depth.shape
     out = np.full((labels.shape[0], h, w), -1, np.int64)
     fg = depth > 0
+    if cfg.background_segment:
+        out[:, ~fg] = len(seg.cloud)
     if not fg.any():
         return out
     pts = unproject_depth(depth, K, c2w)[fg]

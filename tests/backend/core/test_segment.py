@@ -83,3 +83,24 @@ def test_mutual_reachability_does_not_chain_through_a_few_boundary_points():
     q = line[1:2] + [0.0, 0.0, 0.001]
     lab = propagate_label_stack(pts, mr[None], q, k=2, max_distance=0.05, labelled_fallback=True)
     assert lab[0, 0] == mr[0]
+
+
+def test_background_segment_and_boundary_filter():
+    # Two flat patches whose features meet through a band of interpolated points: the boundary filter leaves the
+    # band out of the tree (noise, relabelled from labelled neighbours); empty pixels can form one segment.
+    xs, ys = np.meshgrid(np.linspace(0, 1, 40), np.linspace(0, 0.2, 8))
+    pts = np.stack([xs.ravel(), ys.ravel(), np.zeros(xs.size)], 1)
+    ang = np.clip((pts[:, 0] - 0.45) / 0.1, 0, 1) * np.pi / 2  # band 0.45..0.55
+    feats = np.stack([np.cos(ang), np.sin(ang)], 1)
+    cloud = PointCloud(pts.astype(np.float32), np.zeros((len(pts), 3), np.uint8), feats.astype(np.float32))
+    single = segment_point_cloud(cloud, SegmentConfig(knn=8)).labels([0.1])[0]
+    assert single[0] == single[-1]  # chained through the band
+    filt = segment_point_cloud(cloud, SegmentConfig(knn=8, boundary_fraction=0.2)).labels([0.1])[0]
+    assert filt[0] != filt[-1] and filt[0] >= 0 and filt[-1] >= 0
+    seg = segment_point_cloud(cloud, SegmentConfig(knn=8))
+    K = np.array([[10.0, 0, 2], [0, 10.0, 2], [0, 0, 1]])
+    depth = np.zeros((4, 4), np.float32)
+    c2w = np.eye(4)
+    lab = segment.view_labels(seg, seg.labels([0.05]), depth, K, c2w, SegmentConfig(background_segment=True))
+    assert (lab == len(pts)).all()
+    assert (segment.view_labels(seg, seg.labels([0.05]), depth, K, c2w, SegmentConfig()) == -1).all()
