@@ -317,7 +317,7 @@ def _pair_iou(pred_a: Prediction, pred_b: Prediction, t: np.ndarray, la: np.ndar
             ra, rb = ra & mask, rb & mask
         inter = np.count_nonzero(ra & rb)
         union = np.count_nonzero(ra) + np.count_nonzero(rb) - inter
-        vals[i] = inter / union if union else 0.0
+        vals[i] = float(inter) / float(union) if union else 0.0
     out[np.flatnonzero(ok)] = vals[inv.ravel()]
     return out
 

@@ -88,7 +88,7 @@ def draw_members(rows: np.ndarray, count: int, rng: np.random.Generator) -> np.n
     rows = np.asarray(rows, dtype=bool)
     n, p = rows.shape
     cnt = rows.sum(axis=1, dtype=np.int64)
-    if n and cnt.min() == 0:
+    if n and np.any(cnt == 0):
         raise ValueError("draw_members: every row needs at least one member")
     flat = np.flatnonzero(rows)
     start = np.cumsum(cnt) - cnt

@@ -131,7 +131,7 @@ def decode_arrays(specs: list, frames: Sequence[Any], limits: Limits) -> dict[st
             arr = np.frombuffer(buf, dtype=dt).reshape(shape)
             if not arr.flags.aligned:
                 arr = arr.copy()
-        if dname == "bool" and arr.size and arr.view(np.uint8).max() > 1:
+        if dname == "bool" and arr.size and np.any(arr.view(np.uint8) > 1):
             raise ProtocolError(ErrorCode.BAD_ARRAY, f"array {name!r}: bool bytes must be 0 or 1")
         out[name] = arr
     return out

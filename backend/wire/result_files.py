@@ -8,6 +8,7 @@ Never pickles: arrays are loaded with ``allow_pickle=False``."""
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,9 @@ META_ARRAY = "meta"
 
 def write_result_npz(path: Path, result: JobResult) -> None:
     """``result.npz``: the arrays plus ``meta`` as a JSON string, written atomically."""
+    arrays: dict[str, Any] = {**result.arrays, META_ARRAY: np.asarray(json.dumps(result.meta, allow_nan=False))}
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **result.arrays, **{META_ARRAY: np.asarray(json.dumps(result.meta, allow_nan=False))})
+        np.savez(f, **arrays)
 
 
 def read_result_npz(path: Path) -> JobResult:
