@@ -208,14 +208,15 @@ def query_masks(masks: np.ndarray, num_levels: int = 50) -> Prediction:
 
     Rule: granularity ``t`` of ``num_levels`` has a target area ``a_t``, log-spaced from the smallest mask's
     area to the image area; ``F(v, p, t)`` = the mask containing ``p`` whose area is nearest to ``a_t`` in log
-    scale (ties: the smaller mask); unassigned where no mask contains ``p``. Every mask stays whole: nothing is
-    cut into a partition, so overlaps and inconsistencies count against the masks as they would for a user.
+    scale (ties: the smaller mask); the pixels no mask contains form one more region (what a click there would
+    select), as :func:`unassigned_as_region` does for label maps. Every mask stays whole: nothing is cut into a
+    partition, so overlaps and inconsistencies count against the masks as they would for a user.
 
     Shape: ``masks`` bool [M, H, W] -> :class:`Prediction` with ``labels`` [num_levels, H, W].
 
     >>> m = np.zeros((2, 1, 4), bool); m[0, 0, :1] = True; m[1, 0, :3] = True
     >>> query_masks(m, 3).labels[:, 0].tolist()
-    [[0, 1, 1, -1], [1, 1, 1, -1], [1, 1, 1, -1]]
+    [[0, 1, 1, 2], [1, 1, 1, 2], [1, 1, 1, 2]]
     """
     masks = np.asarray(masks, bool)
     if masks.ndim != 3:
@@ -240,7 +241,27 @@ def query_masks(masks: np.ndarray, num_levels: int = 50) -> Prediction:
         for k in order:
             if nonempty[k]:
                 lab[flat[k]] = k
+    rest = ~flat.any(axis=0)
+    if rest.any():
+        labels[:, rest] = m
+        masks = np.concatenate([masks, rest.reshape(1, h, w)])
     return Prediction(labels.reshape(num_levels, h, w), masks)
+
+
+def unassigned_as_region(labels: np.ndarray) -> np.ndarray:
+    """Label maps with the unassigned pixels (-1) of each granularity turned into one more segment.
+
+    The released evaluation scripts compare label values, so whatever value unassigned pixels hold forms a segment
+    like any other (e.g. the background a 3D point cloud does not reach); this reproduces that.
+
+    Shape: int [T, H, W] -> int64 [T, H, W].
+
+    >>> unassigned_as_region(np.array([[[0, -1, 1]], [[-1, -1, 0]]])).tolist()
+    [[[0, 2, 1]], [[1, 1, 0]]]
+    """
+    lab = np.asarray(labels, np.int64)
+    fresh = lab.reshape(len(lab), -1).max(axis=1, initial=-1) + 1
+    return np.where(lab < 0, fresh[:, None, None], lab)
 
 
 @dataclass

@@ -347,7 +347,7 @@ def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], protocol: s
     The 2D graph always covers every pixel.
     """
     from backend.core import segment
-    from backend.core.metrics import Prediction
+    from backend.core.metrics import Prediction, unassigned_as_region
     from backend.core.segment import altitude_quantiles, view_labels
     from backend.method.evaluation import strip_ground_truth
 
@@ -368,9 +368,9 @@ def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], protocol: s
             per["ours-2D"].append(Prediction(segment.segment_feature_map(r.features, thresholds, n_max)))
             per["ours-2D (whole tree)"].append(Prediction(segment.segment_feature_map(
                 r.features, None, n_max, quantiles=eval_cfg.sweep)))
-            for suffix, labels in cloud.items():
-                per["ours-3D" + suffix].append(Prediction(view_labels(seg, labels, depth, sc.K[i], sc.c2w[i],
-                                                                      cfg.segment)))
+            for suffix, labels in cloud.items():  # pixels no point reaches form one region (released scripts)
+                per["ours-3D" + suffix].append(Prediction(unassigned_as_region(
+                    view_labels(seg, labels, depth, sc.K[i], sc.c2w[i], cfg.segment))))
             per["depth"].append(r.depth)
         for k in out:
             out[k].append(per[k])
