@@ -260,9 +260,8 @@ def visibility_files(index: int, angle: float) -> tuple[str, str]:
     return f"val_visible/r_{index}{suf}.png", f"val_visible/r_{index}_rotate{suf}.png"
 
 
-def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source_sha256: str | None,
-                 progress: ProgressFn | None) -> DatasetResult:
-    steps = _render_steps(scene, out_dir, config, source, source_sha256)
+def _drive(steps, progress: ProgressFn | None) -> DatasetResult:
+    """Run a render generator to its end, reporting each ``(done, total, what)`` it yields; returns its result."""
     while True:
         try:
             done, total, what = next(steps)
@@ -270,6 +269,11 @@ def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source
             return stop.value
         if progress is not None:
             progress(done, total, what)
+
+
+def _render_into(scene, out_dir: Path, config: RenderConfig, source: str, source_sha256: str | None,
+                 progress: ProgressFn | None) -> DatasetResult:
+    return _drive(_render_steps(scene, out_dir, config, source, source_sha256), progress)
 
 
 def _render_steps(scene, out_dir: Path, config: RenderConfig, source: str,
@@ -399,14 +403,7 @@ def render_dataset_from_open_scene(out_dir: str | Path, config: RenderConfig | N
     ``"<unsaved>"``) and ``source_sha256`` (default: the saved file's hash when it has no unsaved changes,
     else None); a resume must match the hash.
     """
-    steps = render_dataset_steps(out_dir, config, scene, source, source_sha256)
-    while True:
-        try:
-            done, total, what = next(steps)
-        except StopIteration as stop:
-            return stop.value
-        if progress is not None:
-            progress(done, total, what)
+    return _drive(render_dataset_steps(out_dir, config, scene, source, source_sha256), progress)
 
 
 def render_dataset_steps(out_dir: str | Path, config: RenderConfig | None = None, scene=None,

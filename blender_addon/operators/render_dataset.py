@@ -17,6 +17,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from .. import jobstate, runtime
+from . import modal
 from dataset_tools.config import DEFAULT_ROTATIONS, RenderConfig
 from dataset_tools.errors import DatasetError
 from ..preferences import OPERATOR_ENGINE_ITEMS, get_preferences, operator_engine
@@ -141,15 +142,10 @@ class USEG_OT_render_dataset(bpy.types.Operator):
     def _run_modal(self, context):
         if not self._begin(context):
             return {"CANCELLED"}
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.01, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return modal.start(self, context)
 
     def _end_modal(self, context) -> None:
-        context.window_manager.event_timer_remove(self._timer)
-        for area in context.screen.areas if context.screen else ():
-            area.tag_redraw()
+        modal.end(self, context)
 
     def modal(self, context, event):
         cancelled = runtime.SESSION.state.phase == jobstate.Phase.CANCELLED
@@ -160,7 +156,7 @@ class USEG_OT_render_dataset(bpy.types.Operator):
             self._end_modal(context)
             self.report({"WARNING"}, f"Dataset render cancelled; {self._out} keeps the finished views")
             return {"CANCELLED"}
-        if event.type != "TIMER" or event.timer is not self._timer:
+        if not modal.is_own_tick(self, event):
             return {"PASS_THROUGH"}
         try:
             finished = self._step()

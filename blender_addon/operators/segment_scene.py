@@ -17,6 +17,7 @@ import bpy
 from bpy.props import EnumProperty, IntProperty
 
 from .. import jobstate, runtime
+from . import modal
 from backend.wire import protocol as P
 from dataset_tools.config import RenderConfig
 from dataset_tools.errors import DatasetError
@@ -157,15 +158,10 @@ class USEG_OT_segment_scene(bpy.types.Operator):
             return self._fail(e)
         runtime.set_state(self._scene, jobstate.transition(runtime.SESSION.state, jobstate.Phase.RENDERING,
                                                            message="checking the server…"))
-        wm = context.window_manager
-        self._timer = wm.event_timer_add(0.01, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return modal.start(self, context)
 
     def _end_modal(self, context) -> None:
-        context.window_manager.event_timer_remove(self._timer)
-        for area in context.screen.areas if context.screen else ():
-            area.tag_redraw()
+        modal.end(self, context)
 
     def modal(self, context, event):
         cancelled = runtime.SESSION.state.phase == jobstate.Phase.CANCELLED
@@ -177,7 +173,7 @@ class USEG_OT_segment_scene(bpy.types.Operator):
             self._end_modal(context)
             self.report({"WARNING"}, "Segment Scene cancelled while rendering")
             return {"CANCELLED"}
-        if event.type != "TIMER" or event.timer is not self._timer:
+        if not modal.is_own_tick(self, event):
             return {"PASS_THROUGH"}
         if self._probe_events is not None:  # the ping first: render only for a server that answers
             if self._probe.is_alive():
