@@ -6,6 +6,14 @@ import os
 
 import pytest
 
+# Blender as a module first: bpy 5.3 (Python 3.13) links a newer oneTBB than the one Open3D bundles, and the first
+# one loaded into a process wins, so `import open3d` before `import bpy` makes bpy fail ("undefined symbol ...tbb...").
+# Tests import both in one process; the project's own processes never do (rendering runs in its own process).
+try:
+    import bpy  # noqa: F401
+except ImportError:  # an environment without Blender: the tests that need it say so themselves
+    pass
+
 
 def pytest_addoption(parser):
     parser.addoption("--device", default=os.environ.get("UMSEG_TEST_DEVICE", "cpu"),
