@@ -266,14 +266,6 @@ def pca_image(features: np.ndarray, valid: np.ndarray | None = None) -> np.ndarr
     return (out.reshape(h, w, 3) * 255).astype(np.uint8)
 
 
-def label_colors(labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """uint8 [..., 3] colours of integer labels (-1 -> black), stable for a label id."""
-    rng = np.random.default_rng(seed)
-    lut = rng.integers(40, 256, size=(int(labels.max(initial=0)) + 2, 3)).astype(np.uint8)
-    lut[-1] = 0
-    return lut[np.where(labels < 0, lut.shape[0] - 1, labels)]
-
-
 def sweep_thresholds(seg: Segmentation3D, count: int = 8, finest: float = 0.35, coarsest: float = 0.92) -> np.ndarray:
     """float64 [<= count] thresholds of a granularity sweep (as the add-on's slider: about ``N ** (1 - g)``
     segments for ``g`` evenly spaced from ``finest`` to ``coarsest``), finite, distinct, increasing."""
