@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import bpy
 import numpy as np
+
+from backend.wire.files import is_temporary
 
 from . import framing, writers
 from .cameras import fit_distance, intrinsics, orbit_poses, rotate_about_axis
@@ -138,17 +139,14 @@ def _prepare_out_dir(out_dir: Path) -> None:
         raise DatasetError(f"output folder {out_dir} is not writable: {exc.strerror or exc}") from None
 
 
-_TEMPORARY = re.compile(r"\..+\.tmp\d+")
-
-
 def remove_stale_temporaries(out_dir: Path) -> int:
-    """Delete temporaries a killed writer left behind (``.<name>.tmp<pid>``, see ``writers.atomic_write``).
+    """Delete temporaries a killed writer left behind (``.<name>.<pid>.tmp``, see ``backend.wire.files``).
 
     Returns how many were removed. Only run before rendering into ``out_dir`` (not concurrently).
     """
     n = 0
-    for p in out_dir.rglob(".*.tmp*"):
-        if _TEMPORARY.fullmatch(p.name) and p.is_file():
+    for p in out_dir.rglob(".*.tmp"):
+        if is_temporary(p) and p.is_file():
             p.unlink()
             n += 1
     return n

@@ -8,10 +8,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+#: The name of a writer's temporary sibling of ``<name>``: ``.<name>.<pid>.tmp`` (hidden, and never a name a
+#: finished file has). :func:`is_temporary` recognises it, so a folder's owner can delete the ones a killed writer
+#: left behind.
+TEMPORARY_PATTERN = re.compile(r"\..+\.\d+\.tmp")
+
+
+def temporary_sibling(path: Path) -> Path:
+    """The temporary ``path`` is written to before the rename (see :data:`TEMPORARY_PATTERN`).
+
+    >>> temporary_sibling(Path("a/r_0.png")).name.startswith(".r_0.png.") and is_temporary(temporary_sibling(Path("x")))
+    True
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path``'s name is a writer's temporary (``.<name>.<pid>.tmp``)."""
+    return TEMPORARY_PATTERN.fullmatch(path.name) is not None
 
 
 @contextmanager
@@ -28,7 +48,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_sibling(path)
     try:
         yield tmp
         os.replace(tmp, path)

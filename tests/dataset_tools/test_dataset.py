@@ -233,8 +233,7 @@ def test_resume_after_interruption_is_byte_identical(small_dataset, dataset_copy
     p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])  # truncated (only possible if not atomic)
     (ds / "depth/test/r_0.npy").write_bytes(b"")
     (ds / "val_visible/r_1_rotate_90.png").unlink()
-    (ds / ".train_r_2.png.tmp123").write_bytes(b"junk")  # a stray temporary from a killed writer
-    (ds / ".train_r_2.png.tmp123").unlink()
+    (ds / "train" / ".r_2.png.123.tmp").write_bytes(b"junk")  # a stray temporary from a killed writer
     result = render_dataset(table_set_blend, ds, make_config())
     assert result.rendered == 3
     assert result.skipped == sum(load_json(ds / "meta.json")["counts"].values()) - 3

@@ -259,6 +259,7 @@ def _all_files(root: Path) -> dict[str, bytes]:
 def test_resume_after_a_real_interruption_is_byte_identical(small_dataset, table_set_blend, tmp_path):
     """Interrupt the render itself (KeyboardInterrupt from the progress callback after 5 views, as Ctrl-C
     would), then rerun: finished views are skipped and the folder equals the uninterrupted one."""
+    from backend.wire.files import is_temporary, temporary_sibling
     from dataset_tools.dataset import render_dataset
 
     out = tmp_path / "ds"
@@ -271,7 +272,9 @@ def test_resume_after_a_real_interruption_is_byte_identical(small_dataset, table
         render_dataset(table_set_blend, out, make_config(), progress=stop_after_five)
     assert (out / "meta.json").is_file() and len(list(out.rglob("*_ids.png"))) == 5
     assert not [p for p in out.rglob(".*tmp*")]  # no temporary left behind
-    (out / "train" / ".r_3.png.tmp4242").write_bytes(b"half a file")  # as a SIGKILL mid-write leaves it
+    stray = temporary_sibling(out / "train" / "r_3.png").with_name(".r_3.png.4242.tmp")
+    assert is_temporary(stray)
+    stray.write_bytes(b"half a file")  # as a SIGKILL mid-write leaves it (the writer's own naming)
     calls = []
     result = render_dataset(table_set_blend, out, make_config(), progress=lambda d, t, m: calls.append((d, t)))
     assert result.skipped == 5 and result.rendered == sum(load_json(out / "meta.json")["counts"].values()) - 5
