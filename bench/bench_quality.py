@@ -15,7 +15,8 @@ about 12 x (80 + 45) s = 25 minutes; on a shared, loaded machine several times l
 
 Variants (measured next to the baseline on the same data, seeds and evaluation):
   --train-variant NAME='{"reuse_negatives": true}'     TrainConfig overrides (dotted paths for nested fields); trains
-  --seg-variant NAME='{"min_samples": 8}'              SegmentConfig overrides; re-segments the baseline field only
+  --seg-variant NAME='{"min_samples": 8}'              SegmentConfig overrides (``pointcloud.<field>``: PointCloudConfig);
+                                                       re-segments the baseline field only
   --ablations                                          the paper's ablations (w/o ultrametric, w/o hierarchical sampling)
 Results are appended to OUT/results.jsonl and reused on a rerun (delete it to recompute).
 
@@ -131,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                     t_train = time.monotonic() - t0
                     for sv, sover in todo:
                         t1 = time.monotonic()
-                        c = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, **sover))
+                        pc = {k.split(".", 1)[1]: v for k, v in sover.items() if k.startswith("pointcloud.")}
+                        sg = {k: v for k, v in sover.items() if not k.startswith("pointcloud.")}
+                        c = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, **sg),
+                                                pointcloud=dataclasses.replace(cfg.pointcloud, **pc))
                         ev = evaluate_trained(trainer, sc, data, c, EvalConfig(rotations=(10.0,), seed=seed),
                                               with_input_masks=(tv == "base" and sv == ""))
                         rec = {"key": [scene, source, seed, tv, sv], "rows": ev.rows, "protocol": ev.protocol,

@@ -121,14 +121,26 @@ def pixel_footprint(scene: Scene) -> float:
     return float(np.median(scene.depth[fg] / np.repeat(scene.K[:, 0, 0], fg.reshape(len(fg), -1).sum(1))))
 
 
-def adapt_to_resolution(cfg: PipelineConfig, scene: Scene) -> PipelineConfig:
+def adapt_to_resolution(cfg: PipelineConfig, scene: Scene, feature_cell: float = 0.0) -> PipelineConfig:
     """Scale the paper's absolute radii (tuned for 200x200 Blender-HS views, where a pixel covers ~2e-3)
     up to this scene's pixel footprint, so low-resolution renders are not torn apart by the outlier
-    filter or left with holes by the propagation gate."""
+    filter or left with holes by the propagation gate; with ``voxel_at_least_feature_cell``, raise the voxel
+    to ``feature_cell`` (the field's finest feature-grid cell, normalised units; see :class:`PointCloudConfig`)."""
     f = pixel_footprint(scene)
-    pc = dataclasses.replace(cfg.pointcloud, outlier_radius=max(cfg.pointcloud.outlier_radius, 2.0 * f))
-    sg = dataclasses.replace(cfg.segment, propagate_max_distance=max(cfg.segment.propagate_max_distance, 2.0 * f))
+    voxel = cfg.pointcloud.voxel_size
+    if cfg.pointcloud.voxel_at_least_feature_cell:
+        voxel = max(voxel, feature_cell)
+    pc = dataclasses.replace(cfg.pointcloud, voxel_size=voxel,
+                             outlier_radius=max(cfg.pointcloud.outlier_radius, 2.0 * f, 2.0 * voxel))
+    sg = dataclasses.replace(cfg.segment, propagate_max_distance=max(cfg.segment.propagate_max_distance, 2.0 * f,
+                                                                     voxel))
     return dataclasses.replace(cfg, pointcloud=pc, segment=sg)
+
+
+def feature_cell(trainer) -> float:
+    """The trained field's finest feature-grid cell (normalised units)."""
+    fc = trainer.cfg.field
+    return 2.0 * fc.bound / fc.feature_grid.max_resolution
 
 
 def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress | None = None,
@@ -138,7 +150,7 @@ def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress
     not the image size); ``should_stop()`` is checked between views (raises ``InterruptedError``)."""
     if progress is not None:
         progress(ProgressEvent(stage="segmentation", step=0, total=3, message="feature point cloud"))
-    cfg = adapt_to_resolution(cfg, scene)
+    cfg = adapt_to_resolution(cfg, scene, feature_cell(trainer))
     per_view = max(1, -(-2 * cfg.max_points // max(scene.num_views, 1)))
     rng = np.random.default_rng(cfg.seed)
     parts = []
@@ -289,7 +301,7 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
     from backend.wire.result_files import write_outputs
 
     trainer, scene, _, data, cfg = load_trained(run, data)
-    cfg = adapt_to_resolution(cfg, scene)
+    cfg = adapt_to_resolution(cfg, scene, feature_cell(trainer))
     out = Path(out) if out is not None else Path(run) / SEGMENTATION_DIR
     seg = segment_field(trainer, scene, cfg, progress)
     thresholds = list(thresholds) if thresholds else list(cfg.segment.export_thresholds)
@@ -386,7 +398,7 @@ def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eva
 
     eval_cfg = eval_cfg or EvalConfig(seed=cfg.seed)
     protocol = resolve_protocol(eval_cfg.protocol, trainer.geometry)
-    cfg = adapt_to_resolution(cfg, scene)
+    cfg = adapt_to_resolution(cfg, scene, feature_cell(trainer))
     data = Path(data)
     val, gt, rotated = load_eval_views(data, eval_cfg)
 
