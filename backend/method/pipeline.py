@@ -302,6 +302,8 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
 
     trainer, scene, _, data, cfg = load_trained(run, data)
     cfg = adapt_to_resolution(cfg, scene, feature_cell(trainer))
+    # exported view label maps: -1 where no segment (background included), as in the PLYs
+    cfg = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, background_segment=False))
     out = Path(out) if out is not None else Path(run) / SEGMENTATION_DIR
     seg = segment_field(trainer, scene, cfg, progress)
     thresholds = list(thresholds) if thresholds else list(cfg.segment.export_thresholds)

@@ -103,4 +103,5 @@ def test_background_segment_and_boundary_filter():
     c2w = np.eye(4)
     lab = segment.view_labels(seg, seg.labels([0.05]), depth, K, c2w, SegmentConfig(background_segment=True))
     assert (lab == len(pts)).all()
-    assert (segment.view_labels(seg, seg.labels([0.05]), depth, K, c2w, SegmentConfig()) == -1).all()
+    off = SegmentConfig(background_segment=False)
+    assert (segment.view_labels(seg, seg.labels([0.05]), depth, K, c2w, off) == -1).all()

@@ -60,5 +60,5 @@ def test_voxel_is_raised_to_the_feature_cell_only_when_asked_and_only_upwards():
     got = adapt_to_resolution(on, scene, CELL)
     assert got.pointcloud.voxel_size == CELL
     assert got.pointcloud.outlier_radius >= 2 * CELL and got.segment.propagate_max_distance >= CELL
-    fine = 1.0 / 2048  # the paper's grid: its cell is finer than the 2e-3 voxel, nothing changes
+    fine = 1.0 / 2048  # a grid whose cell is finer than the 2e-3 voxel: nothing changes
     assert adapt_to_resolution(on, scene, fine).pointcloud.voxel_size == base.pointcloud.voxel_size
