@@ -18,6 +18,7 @@ Variants (measured next to the baseline on the same data, seeds and evaluation):
   --seg-variant NAME='{"min_samples": 8}'              SegmentConfig overrides (``pointcloud.<field>``: PointCloudConfig);
                                                        re-segments the baseline field only
   --ablations                                          the paper's ablations (w/o ultrametric, w/o hierarchical sampling)
+  --ablation-masks noisy-gt                            ... only for these mask sources
 Results are appended to OUT/results.jsonl and reused on a rerun (delete it to recompute).
 
     python bench/bench_quality.py --out /tmp/bq --seeds 3
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=800)
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--ablations", action="store_true")
+    ap.add_argument("--ablation-masks", default=None, metavar="SOURCES",
+                    help="run the ablations only for these mask sources (default: every source in --masks)")
     ap.add_argument("--train-variant", action="append", default=[], metavar="NAME=JSON")
     ap.add_argument("--seg-variant", action="append", default=[], metavar="NAME=JSON")
     ap.add_argument("--base", default="{}", metavar="JSON", help="TrainConfig overrides applied to every run")
@@ -114,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
                 for tv, over in train_variants.items():
                     over = dict(over)
                     ab = over.pop("__ablation__", None)
+                    if ab and args.ablation_masks and source not in args.ablation_masks.split(","):
+                        continue
                     todo = [("", {})] + ([(n, s) for n, s in seg_variants.items()] if tv == "base" else [])
                     todo = [(n, s) for n, s in todo if (scene, source, seed, tv, n) not in done]
                     if not todo:

@@ -25,7 +25,7 @@ PRESETS: tuple[Choice, ...] = (
            "256-d features (GPU)"),
     Choice("default", "Default (5k steps)", "The paper's model and grids with 5,000 iterations (GPU, a few minutes)"),
     Choice("fast", "Fast (1.5k steps)", "1,500 iterations, 2^17-entry grids, 128-d features (GPU, a quick look)"),
-    Choice("cpu", "CPU (1.5k steps, small)", "1,500 iterations, 2^15-entry grids, 8-level 64^3 feature grid, "
+    Choice("cpu", "CPU (1.5k steps, small)", "1,500 iterations, 2^15-entry density grid, 8-level dense 64^3 feature grid, "
            "32-d features: a few minutes on 2 CPU cores, coarser results (the demo's preset)"),
 )
 PRESET_NAMES: tuple[str, ...] = tuple(c.name for c in PRESETS)

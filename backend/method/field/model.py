@@ -44,11 +44,13 @@ class UltrametricFieldConfig:
     feature_hidden_dim: int = 128
     """Width of the feature MLP's hidden layer ("MLP to 128")."""
     feature_hidden_layers: int = 1
-    """Number of hidden layers of the feature MLP (the paper describes three)."""
+    """Number of hidden layers of the feature MLP (the paper and code: three, the ``paper`` preset's; one measured
+    better at CPU iteration counts, docs/quality.md)."""
     feature_dim: int = 256
     """Output feature dimension ``D``."""
-    learn_background: bool = True
-    """Learn the background feature (ours); False uses the authors' code's constant ``ones / sqrt(D)``."""
+    learn_background: bool = False
+    """False: the authors' code's constant background feature ``ones / sqrt(D)``; True learns it (measured no better
+    in 3D, docs/quality.md)."""
     density_bias: float = -1.0
     """Added to the density MLP's output before the exponential (starts the field mostly empty)."""
 

@@ -146,9 +146,9 @@ def test_feature_losses_config_switches():
     rng, uv, masks = synthetic_image(1)
     pairs = sample_hierarchical_pairs(mask_tree(masks), rng, n_pos=8, n_neg=8)
     feats = torch.nn.functional.normalize(torch.randn(len(uv), 8), dim=1)
-    only_u = feature_losses(feats, uv, pairs, ContrastiveLossConfig(use_euclidean=False))
-    only_e = feature_losses(feats, uv, pairs, ContrastiveLossConfig(use_ultrametric=False))
-    doubled = feature_losses(feats, uv, pairs, ContrastiveLossConfig(use_ultrametric=False, alpha=2.0))
+    only_u = feature_losses(feats, uv, pairs, ContrastiveLossConfig(use_euclidean=False), masks)
+    only_e = feature_losses(feats, uv, pairs, ContrastiveLossConfig(use_ultrametric=False), masks)
+    doubled = feature_losses(feats, uv, pairs, ContrastiveLossConfig(use_ultrametric=False, alpha=2.0), masks)
     assert set(only_u) == {"ultrametric"} and set(only_e) == {"euclidean"}
     assert doubled["euclidean"].item() == pytest.approx(2 * only_e["euclidean"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="masks"):
