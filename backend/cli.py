@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from backend import arg_types as T
+from backend.wire.presets import DEFAULT_EXPORT_THRESHOLDS
 from backend.progress_bars import ProgressBars
 
 EXIT_ERROR = 2
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run", type=Path, help="run folder made by `backend train`")
     s.add_argument("--thresholds", type=T.thresholds, nargs="+", action=T.FlattenThresholds, default=None,
                    metavar="T", help="cut thresholds written to the outputs: feature distances (1 - cos) in (0, 2], "
-                   "comma- or space-separated (default 0.05,0.1,0.2,0.3,0.4)")
+                   "comma- or space-separated (default " + ",".join(f"{t:g}" for t in DEFAULT_EXPORT_THRESHOLDS)
+                   + ": the released code's Euclidean cuts 0.1-0.5)")
     s.add_argument("--out", type=Path, default=None, help="output folder (default RUN/segmentation)")
     s.add_argument("--data", type=Path, default=None, help="dataset folder if it moved since training")
     s.add_argument("--quiet", action="store_true")

@@ -21,6 +21,7 @@ from backend.core.graphs import (connect_components, core_distances, feature_dis
                                   mutual_reachability)
 from backend.core.geometry import unproject_depth
 from backend.core.pointcloud import PointCloud
+from backend.wire import presets
 
 
 def default_thresholds() -> np.ndarray:
@@ -36,8 +37,9 @@ class SegmentConfig:
     """Keep the N largest components at each threshold; the rest are unassigned (-1)."""
     thresholds: list[float] = field(default_factory=lambda: default_thresholds().tolist())
     """Thresholds (feature distance, 1 - cosine) for evaluation and the full label stack."""
-    export_thresholds: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3, 0.4])
-    """Thresholds written to the PLY / hierarchy.json / sent to clients."""
+    export_thresholds: list[float] = field(default_factory=lambda: list(presets.DEFAULT_EXPORT_THRESHOLDS))
+    """Thresholds written to the PLY / hierarchy.json / sent to clients
+    (:data:`backend.wire.presets.DEFAULT_EXPORT_THRESHOLDS`)."""
     propagate_k: int = 5
     """Neighbours voting for a novel-view pixel's label."""
     bridge_min_fraction: float = 0.002
