@@ -47,6 +47,7 @@ import bpy  # noqa: E402
 from mathutils import Vector  # noqa: E402
 
 from backend.wire import tree_cut  # noqa: E402
+from backend.wire.presets import DEFAULT_EXPORT_THRESHOLDS  # noqa: E402
 from blender_addon import importer  # noqa: E402
 from blender_addon.messages import ResultError, load_result_file  # noqa: E402
 
@@ -69,10 +70,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("result_dir", type=Path, help="folder with result.npz (or the file itself)")
     p.add_argument("blend", type=Path, help="the scene the result was computed from")
     p.add_argument("out_dir", type=Path, help="where the PNGs go")
-    p.add_argument("--fine", type=float, default=0.05,
-                   help="tree threshold of the fine cut (objects apart); default 0.05")
-    p.add_argument("--coarse", type=float, default=0.6,
-                   help="tree threshold of the coarse cut (few segments); default 0.6")
+    p.add_argument("--fine", type=float, default=DEFAULT_EXPORT_THRESHOLDS[0],
+                   help=f"tree threshold of the fine cut (objects apart); default {DEFAULT_EXPORT_THRESHOLDS[0]:g} "
+                        "(the finest exported cut)")
+    p.add_argument("--coarse", type=float, default=DEFAULT_EXPORT_THRESHOLDS[2],
+                   help=f"tree threshold of the coarse cut (few segments); default {DEFAULT_EXPORT_THRESHOLDS[2]:g} "
+                        "(the middle exported cut)")
     p.add_argument("--coloured", type=int, default=0,
                    help="largest segments given a colour, the rest grey (default 0: every segment of at "
                         "least 0.1%% of the points)")
