@@ -17,13 +17,7 @@ from backend.method.field.model import UltrametricField, UltrametricFieldConfig
 from backend.method.field.occupancy import OccupancyGrid
 from backend.method.field.renderer import compositing_weights, ray_aabb, render_rays, render_rays_chunked
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """One intra-op thread: on the shared 2-core CI box, OpenMP oversubscription makes small ops ~5x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 SMALL_GRID = HashGridConfig(num_levels=5, features_per_level=2, log2_hashmap_size=10, base_resolution=4,

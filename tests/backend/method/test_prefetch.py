@@ -14,12 +14,7 @@ from backend.method.trainer import Trainer
 from tests.backend.method.test_train import tiny_config, two_box_scene
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

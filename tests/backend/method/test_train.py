@@ -22,13 +22,7 @@ from backend.method.trainer import (
     TrainProgress,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """One intra-op thread: on the shared 2-core CI box, OpenMP oversubscription makes small ops ~5x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 #: (min corner, max corner, colour) of the boxes; both inside [-0.5, 0.5]^3.
