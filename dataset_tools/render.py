@@ -1,10 +1,11 @@
 """Rendering with bpy: one render per view gives colour, planar depth and exact leaf ids as NumPy arrays.
 
-Cycles (default) writes a multilayer EXR with the Combined, Depth and Object Index passes in one render;
-Blender 5.0 writes it as a multi-part file, read here part by part with the OpenImageIO that ships
-inside Blender (imported from Blender's own site-packages when it is not importable directly). The
-object-index pass holds exact integers (ids are written per pixel from one path, never filtered), depth
-is planar camera Z with 1e10 for background (mapped to 0 here).
+Cycles (default) writes a multilayer EXR with the Combined, Depth and Object Index passes in one render
+(32-bit float, uncompressed; Blender 5.0 and later write it as a multi-part file), read by
+:mod:`dataset_tools.exr`: with the OpenImageIO module when the Blender ships one (5.0 and later), else
+with NumPy (4.2, 4.5), to the same float32 values. The object-index pass holds exact integers (ids are
+written per pixel from one path, never filtered), depth is planar camera Z with 1e10 for background
+(mapped to 0 here).
 
 The ``workbench`` engine is a fast path (tests, previews): it has no object-index pass, so each view is
 rendered twice, once with material colours (studio light) and once flat-shaded with one colour per id
@@ -16,15 +17,12 @@ undone when the context managers exit, so the add-on can render the open scene w
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import shutil
 import sys
 import tempfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Generator, Iterator
 
 import bpy
@@ -35,6 +33,7 @@ from . import hierarchy as hier
 from .cameras import intrinsics, orbit_poses, fit_distance
 from .config import ENGINES, RenderConfig
 from .errors import DatasetError
+from .exr import read_exr_parts
 
 #: Blender's depth for rays that hit nothing.
 BACKGROUND_DEPTH = 1e9
@@ -43,51 +42,6 @@ ProgressFn = Callable[[int, int, str], None]
 
 
 # ------------------------------------------------------------------------------------------ EXR reading
-
-
-def _import_oiio():
-    """OpenImageIO: importable inside Blender; with the bpy wheel it lives in Blender's own site-packages."""
-    try:
-        return importlib.import_module("OpenImageIO")
-    except ImportError:
-        pass
-    major, minor = bpy.app.version[:2]
-    pyver = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    candidates = [Path(bpy.utils.resource_path("LOCAL")) / "python" / "lib" / pyver / "site-packages" / "OpenImageIO",
-                  Path(bpy.__file__).resolve().parent.parent / f"{major}.{minor}" / "python" / "lib" / pyver
-                  / "site-packages" / "OpenImageIO"]
-    for pkg in candidates:
-        init = pkg / "__init__.py"
-        if init.is_file():
-            spec = importlib.util.spec_from_file_location("OpenImageIO", init, submodule_search_locations=[str(pkg)])
-            module = importlib.util.module_from_spec(spec)
-            sys.modules["OpenImageIO"] = module
-            spec.loader.exec_module(module)
-            return module
-    raise DatasetError("OpenImageIO (shipped with Blender) not found; cannot read rendered EXR passes")
-
-
-def read_exr_parts(path: str) -> dict[str, np.ndarray]:
-    """All parts of a (multi-part) EXR as ``{channel name: float32 [H, W]}`` (e.g. ``ViewLayer.Depth.Z``)."""
-    oiio = _import_oiio()
-    inp = oiio.ImageInput.open(str(path))
-    if inp is None:
-        raise DatasetError(f"cannot read rendered EXR {path}: {oiio.geterror()}")
-    out: dict[str, np.ndarray] = {}
-    try:
-        sub = 0
-        while inp.seek_subimage(sub, 0):
-            spec = inp.spec()
-            px = inp.read_image(oiio.FLOAT)
-            if px is None:
-                raise DatasetError(f"cannot read part {sub} of {path}: {inp.geterror()}")
-            px = np.asarray(px, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
-            for c, name in enumerate(spec.channelnames):
-                out[name] = px[..., c]
-            sub += 1
-    finally:
-        inp.close()
-    return out
 
 
 def _find_channel(channels: dict[str, np.ndarray], layer: str, suffixes: tuple[str, ...]) -> np.ndarray:
