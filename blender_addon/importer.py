@@ -1,8 +1,8 @@
 """The segmentation result in Blender: a point cloud under the "Segmentation" collection.
 
-The points are written into a vertex-only mesh through ``attributes["position"]`` (about 100x faster
-than ``vertices.foreach_set("co")``) together with their attributes, then converted to a point cloud
-object (``object.convert(target='POINTCLOUD')`` keeps the attributes). Attributes (point domain):
+The point-cloud data is made without operators (:mod:`.pointcloud`: directly where the Blender's API
+allows, else through a Geometry Nodes evaluation), so the import works headless and in the UI alike; the
+attributes are written with ``foreach_set``. Attributes (point domain):
 
 - ``segment_colour`` (FLOAT_COLOR): the colour of the point's segment at the current granularity;
 - ``segment`` (INT): the point's segment at the current granularity (0 = largest);
@@ -19,6 +19,7 @@ import numpy as np
 import bpy
 
 from .messages import SegmentationResult
+from .pointcloud import PointCloudUnavailable, new_point_cloud
 from backend.wire.tree_cut import Cut, cut, point_colours, relabel_by_size
 
 COLLECTION_NAME = "Segmentation"
@@ -75,60 +76,30 @@ def _material():
     return mat
 
 
-def _view_layer_for(scene):
-    if bpy.context.scene == scene and bpy.context.view_layer is not None:
-        return bpy.context.view_layer
-    return scene.view_layers[0]
-
-
 def create_point_cloud(scene, name: str, points: np.ndarray, colours: np.ndarray,
                        int_attrs: dict[str, np.ndarray] | None = None,
                        colour_attrs: dict[str, np.ndarray] | None = None, collection=None):
     """A point-cloud object ``name`` with ``points`` float [N, 3] and per-point attributes.
 
     ``colours`` float32 [N, 4] becomes ``segment_colour``; ``int_attrs`` INT and ``colour_attrs``
-    FLOAT_COLOR [N, 4] point attributes. Linked to ``collection`` (default: "Segmentation"). When the
-    conversion to a point cloud is impossible the object stays a vertex-only mesh with the same
-    attributes.
+    FLOAT_COLOR [N, 4] point attributes. Linked to ``collection`` (default: "Segmentation"). Raises
+    :class:`ImportFailed` when this Blender can make no point cloud.
     """
     points = np.ascontiguousarray(points, np.float32).reshape(-1, 3)
-    n = points.shape[0]
-    mesh = bpy.data.meshes.new(name)
-    mesh.vertices.add(n)
-    mesh.attributes["position"].data.foreach_set("vector", points.ravel())
-    attr = mesh.color_attributes.new(COLOUR_ATTR, "FLOAT_COLOR", "POINT")
-    attr.data.foreach_set("color", np.ascontiguousarray(colours, np.float32).ravel())
-    for key, values in (colour_attrs or {}).items():
-        a = mesh.color_attributes.new(key, "FLOAT_COLOR", "POINT")
-        a.data.foreach_set("color", np.ascontiguousarray(values, np.float32).ravel())
-    for key, values in (int_attrs or {}).items():
-        a = mesh.attributes.new(key, "INT", "POINT")
-        a.data.foreach_set("value", np.ascontiguousarray(values, np.int32).ravel())
-    a = mesh.attributes.new("radius", "FLOAT", "POINT")
-    a.data.foreach_set("value", np.full(n, _point_radius(points), np.float32))
-    mesh.update()
-    obj = bpy.data.objects.new(name, mesh)
-    (collection or segmentation_collection(scene)).objects.link(obj)
-    _convert_to_point_cloud(scene, obj, mesh)
-    obj.data.materials.append(_material())
-    return obj
-
-
-def _convert_to_point_cloud(scene, obj, mesh) -> None:
-    view_layer = _view_layer_for(scene)
     try:
-        with bpy.context.temp_override(scene=scene, view_layer=view_layer, active_object=obj, object=obj,
-                                       selected_objects=[obj], selected_editable_objects=[obj]):
-            bpy.ops.object.convert(target="POINTCLOUD")
-    except (RuntimeError, TypeError) as e:  # the mesh stays; the attributes are there all the same
-        print(f"Ultrametric Segmentation: kept a mesh ({e})")
-        return
-    if obj.type == "POINTCLOUD":
-        sel = obj.data.attributes.get(".select_vert")
-        if sel is not None:
-            obj.data.attributes.remove(sel)
-        if mesh.users == 0:
-            bpy.data.meshes.remove(mesh)
+        pc = new_point_cloud(name, points, _point_radius(points))
+    except (PointCloudUnavailable, RuntimeError, TypeError, KeyError) as e:
+        raise ImportFailed(f"Blender {bpy.app.version_string} could not make a point cloud: {e}") from e
+    attrs = {COLOUR_ATTR: ("FLOAT_COLOR", "color", colours)}
+    attrs.update({key: ("FLOAT_COLOR", "color", values) for key, values in (colour_attrs or {}).items()})
+    attrs.update({key: ("INT", "value", values) for key, values in (int_attrs or {}).items()})
+    for key, (kind, field, values) in attrs.items():
+        dtype = np.int32 if kind == "INT" else np.float32
+        pc.attributes.new(key, kind, "POINT").data.foreach_set(field, np.ascontiguousarray(values, dtype).ravel())
+    pc.materials.append(_material())
+    obj = bpy.data.objects.new(name, pc)
+    (collection or segmentation_collection(scene)).objects.link(obj)
+    return obj
 
 
 def read_attribute(obj, name: str) -> np.ndarray:

@@ -3,11 +3,12 @@
 :mod:`dataset_tools.render` writes one multilayer EXR per render (Combined, Depth and Object Index passes,
 32-bit float, ``exr_codec = "NONE"``). Two readers give the same ``{channel name: float32 [H, W]}``:
 
-- OpenImageIO's Python module, when the Blender running this provides one (Blender 5.0 and later ship it in
-  their own ``site-packages``; the bpy 4.2 and 4.5 modules have only the C++ library, no Python module);
-- otherwise :func:`read_exr_numpy`, a NumPy reader of uncompressed scanline EXR files, single-part (Blender
-  4.2, 4.5) or multi-part (Blender 5.0 and later). It returns the stored float32 values bit for bit (the same
-  as OpenImageIO's, checked in the tests), so depth keeps full float precision.
+- OpenImageIO's Python module, when the Blender running this provides one (Blender 4.5, 5.0 and 5.3 ship it
+  in their own ``site-packages``; Blender 4.2 has only the C++ library, no Python module);
+- otherwise :func:`read_exr_numpy`, a NumPy reader of uncompressed scanline EXR files, single- or multi-part
+  (Blender 5.0 and later write multi-part). It returns the stored float32 values bit for bit (the same as
+  OpenImageIO's on 4.5, 5.0 and 5.3 renders; the tests check it on this Blender), so depth keeps full float
+  precision.
 
 The file layout read here is OpenEXR's (openexr.com, "OpenEXR File Layout"): magic and version, header(s)
 of typed attributes, one offset table per part, then one chunk per scanline block; an uncompressed block
@@ -47,7 +48,7 @@ class UnreadableExr(DatasetError):
 
 def import_oiio() -> ModuleType | None:
     """OpenImageIO's Python module: importable directly inside Blender; with the bpy wheel it lives in
-    Blender's own ``site-packages`` (5.0 and later). None when this Blender has none (bpy 4.2, 4.5)."""
+    Blender's own ``site-packages`` (4.5 and later). None when this Blender has none (4.2)."""
     try:
         return importlib.import_module("OpenImageIO")
     except ImportError:

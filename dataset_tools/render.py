@@ -2,8 +2,8 @@
 
 Cycles (default) writes a multilayer EXR with the Combined, Depth and Object Index passes in one render
 (32-bit float, uncompressed; Blender 5.0 and later write it as a multi-part file), read by
-:mod:`dataset_tools.exr`: with the OpenImageIO module when the Blender ships one (5.0 and later), else
-with NumPy (4.2, 4.5), to the same float32 values. The object-index pass holds exact integers (ids are
+:mod:`dataset_tools.exr`: with the OpenImageIO module when the Blender ships one (4.5 and later), else
+with NumPy (4.2), to the same float32 values. The object-index pass holds exact integers (ids are
 written per pixel from one path, never filtered), depth is planar camera Z with 1e10 for background
 (mapped to 0 here).
 
@@ -366,7 +366,13 @@ class PreparedScene:
     frame_bounds: np.ndarray | None = None
     """World AABB [2, 3] of the framed content (``RenderConfig.frame``); None = ``bounds``."""
     backdrops: tuple[str, ...] = ()
-    """Names of the objects left out of the framing as backdrops (automatic framing only)."""
+    """Names of the objects left out of the framing as backdrops or enclosing structure (automatic framing only)."""
+    boxes: np.ndarray | None = None
+    """World bounding-box corners [N, 8, 3] of ``objects_by_id``'s objects, in its order."""
+    framed: np.ndarray | None = None
+    """Which of those objects are framed (bool [N]): the content the cameras look at."""
+    depsgraph: object = None
+    """The evaluated dependency graph the boxes came from (ray casts use it)."""
 
     @property
     def centre(self) -> np.ndarray:
@@ -386,20 +392,23 @@ class PreparedScene:
 
 
 def frame_content(hierarchy: hier.Hierarchy, objects_by_id: dict[int, object], boxes: np.ndarray,
-                  frame: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...]]:
-    """World AABB [2, 3] of what ``frame`` (``RenderConfig.frame``) selects, and the backdrops left out.
+                  frame: tuple[str, ...]) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+    """World AABB [2, 3] of what ``frame`` (``RenderConfig.frame``) selects, the backdrops (and enclosing
+    structure) left out, and which objects are framed (bool [N], ``objects_by_id`` order).
 
     ``boxes`` [N, 8, 3] are the world bounding-box corners of ``objects_by_id``'s objects, in its order.
     Names that match nothing, or only content that does not render, raise :class:`DatasetError`.
     """
     ids = list(objects_by_id)
+    everything = np.ones(len(ids), dtype=bool)
     if frame == (framing.FRAME_ALL,):
-        return framing.aabb(boxes), ()
+        return framing.aabb(boxes), (), everything
     if not frame:
-        back = framing.backdrop_mask(boxes)
+        back = framing.structure_mask(boxes)
         if back.any():
-            return framing.aabb(boxes[~back]), tuple(sorted(objects_by_id[i].name for i, b in zip(ids, back) if b))
-        return framing.aabb(boxes), ()
+            return (framing.aabb(boxes[~back]), tuple(sorted(objects_by_id[i].name for i, b in zip(ids, back) if b)),
+                    ~back)
+        return framing.aabb(boxes), (), everything
     chosen, missing = framing.named_leaves(hierarchy.nodes, frame)
     for name in missing:
         if name in bpy.data.collections or name in bpy.data.objects:
@@ -408,7 +417,9 @@ def frame_content(hierarchy: hier.Hierarchy, objects_by_id: dict[int, object], b
         known = [n["name"] for n in hierarchy.nodes]
         raise DatasetError(f"frame: no collection or object named {name!r}{framing.suggestion(name, known)}")
     index = {node_id: k for k, node_id in enumerate(ids)}
-    return framing.aabb(boxes[[index[i] for i in chosen]]), ()
+    framed = np.zeros(len(ids), dtype=bool)
+    framed[[index[i] for i in chosen]] = True
+    return framing.aabb(boxes[framed]), (), framed
 
 
 def default_view_layer(scene):
@@ -450,9 +461,8 @@ def prepared_scene(scene, config: RenderConfig, view_layer=None) -> Iterator[Pre
         stack.enter_context(hier.pass_indices(objects_by_id))
         depsgraph = bpy.context.evaluated_depsgraph_get() if bpy.context.scene == scene else scene.view_layers[0].depsgraph
         bounds = hier.scene_bounds(list(objects_by_id.values()), depsgraph)
-        frame_bounds, backdrops = frame_content(hierarchy, objects_by_id,
-                                                hier.world_boxes(list(objects_by_id.values()), depsgraph),
-                                                tuple(config.frame))
+        boxes = hier.world_boxes(list(objects_by_id.values()), depsgraph)
+        frame_bounds, backdrops, framed = frame_content(hierarchy, objects_by_id, boxes, tuple(config.frame))
         stack.enter_context(_saved_attrs(_settings_to_save(scene, view_layer)))
         cam_data = bpy.data.cameras.new("dataset_tools_camera")
         cam_obj = bpy.data.objects.new("dataset_tools_camera", cam_data)
@@ -473,7 +483,8 @@ def prepared_scene(scene, config: RenderConfig, view_layer=None) -> Iterator[Pre
         stack.callback(shutil.rmtree, workdir, True)
         renderer = Renderer(scene, view_layer, config, cam_obj, hierarchy.leaf_ids, objects_by_id, workdir)
         yield PreparedScene(hierarchy=hierarchy, objects_by_id=objects_by_id, bounds=bounds, renderer=renderer,
-                            device=device, frame_bounds=frame_bounds, backdrops=backdrops)
+                            device=device, frame_bounds=frame_bounds, backdrops=backdrops, boxes=boxes,
+                            framed=framed, depsgraph=depsgraph)
 
 
 def scene_camera_poses(scene) -> np.ndarray:
