@@ -94,9 +94,11 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="most GiB of finished jobs kept, oldest removed first (default %(default)s)")
     p.add_argument("--admin-key", type=Path, action="append", default=[],
                    help="a client's public key file (client.key) that may see, fetch and cancel every job; repeatable")
-    p.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="where jobs run: local (in this process, one at a time) or ray (one Ray task per job, "
-                        "several at once; pip install 'ultrametric-seg[ray]') (default %(default)s)")
+    p.add_argument("--executor", default="process", choices=["process", "local", "ray"],
+                   help="where jobs run: process (a child process per job, one at a time: its exit returns the "
+                        "job's memory, and a job that ignores a cancel is killed), local (a thread of this process) "
+                        "or ray (one Ray task per job, several at once; pip install 'ultrametric-seg[ray]') "
+                        "(default %(default)s)")
     p.add_argument("--ray-address", default="local",
                    help="with --executor ray: local (a Ray instance on this machine, loopback only), auto (the "
                         "cluster this machine belongs to) or HOST:PORT of a head node (default %(default)s)")
@@ -157,41 +159,71 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_finished_jobs=args.max_results, max_results_bytes=int(args.max_results_gb * 2**30), admin_keys=admins,
         max_running=args.max_jobs or (2 if args.executor == "ray" else 1),
     )
+    try:
+        run_job = _executor(args, device)
+        estimate = load_run_job(DEFAULT_ESTIMATE) if args.run_job == DEFAULT_RUN_JOB else None
+        server = JobServer(config, run_job, estimate=estimate)
+    except ConfigError as e:
+        return _error(e, EXIT_BAD_INPUT)
+    stops = []
+
+    def on_signal(*_) -> None:
+        stops.append(1)
+        if len(stops) > 1:  # a second Ctrl-C / SIGTERM: do not wait for the job, but leave no job "running"
+            server.abandon("the server was stopped twice while the job was running; submit it again")
+            sys.stderr.flush()
+            os._exit(1)
+        server.stop(timeout_s=0)
+
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+        server.start()
+    except (ConfigError, KeysError) as e:
+        return _error(e, EXIT_BAD_INPUT)
+    except OSError as e:
+        return _error(f"cannot start the server: {e.strerror or e}" + (f" ({e.filename})" if e.filename else ""),
+                      EXIT_BAD_INPUT)
+    except Exception as e:  # noqa: BLE001 - any other start-up failure: one line, no traceback
+        return _error(f"cannot start the server: {type(e).__name__}: {e}", EXIT_BAD_INPUT)
+    print(f"listening on {server.endpoint}", flush=True)
+    while server._thread is not None and server._thread.is_alive():  # signals run in this thread between joins
+        server._thread.join(0.2)
+    code = 0
+    if server.fatal_error is not None:
+        code = _error(f"the server stopped on an unexpected error: {server.fatal_error!r}", EXIT_FAILED)
+    if server.workers_alive():  # a local job still inside native code: no interpreter shutdown under its threads
+        logging.getLogger("backend.service").warning("a job thread did not stop; exiting without waiting for it")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _executor(args: argparse.Namespace, device: str):
+    """The job function of ``--executor`` / ``--run-job``; :class:`ConfigError` (one line) when it cannot be used."""
+    load_run_job(args.run_job)  # a bad spec is refused at start, whichever executor imports it later
     if args.executor == "ray":
         from backend.service.executors import ExecutorError, RayConfig, ray_run_job, start_ray
 
         ray_cfg = RayConfig(address=args.ray_address, cpus_per_job=args.cpus_per_job, gpus_per_job=args.gpus_per_job)
         try:
             start_ray(ray_cfg)
-            run_job = ray_run_job(args.run_job, ray_cfg)
+            return ray_run_job(args.run_job, ray_cfg)
         except ExecutorError as e:
-            return _error(e, EXIT_BAD_INPUT)
-    else:
-        run_job = _job_function(args.run_job, device)
-    stops = []
+            raise ConfigError(str(e)) from None
+    if args.executor == "process":
+        from backend.service.job_process import process_run_job
 
-    def on_signal(*_) -> None:
-        stops.append(1)
-        if len(stops) > 1:  # a second Ctrl-C / SIGTERM: do not wait for the job
-            os._exit(1)
-        server.stop(timeout_s=0)
+        return process_run_job(args.run_job, device=device, on_peaks=_log_peaks)
+    return _job_function(args.run_job, device)
 
-    try:
-        estimate = load_run_job(DEFAULT_ESTIMATE) if args.run_job == DEFAULT_RUN_JOB else None
-        server = JobServer(config, run_job, estimate=estimate)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
-        server.start()
-    except (ConfigError, KeysError, ImportError, AttributeError) as e:
-        return _error(e, EXIT_BAD_INPUT)
-    except OSError as e:
-        return _error(f"cannot start the server: {e}", EXIT_BAD_INPUT)
-    print(f"listening on {server.endpoint}", flush=True)
-    while server._thread.is_alive():  # signals are handled by the main thread between joins
-        server._thread.join(0.2)
-    if server.fatal_error is not None:
-        return _error(f"the server stopped on an unexpected error: {server.fatal_error!r}", EXIT_FAILED)
-    return 0
+
+def _log_peaks(peaks: dict) -> None:
+    import threading
+
+    text = ", ".join(f"{stage} {b / 2**30:.2f} GiB" for stage, b in peaks.items())
+    logging.getLogger("backend.service").info("%s peak memory by stage: %s", threading.current_thread().name, text)
 
 
 # -- submit ------------------------------------------------------------------------------------

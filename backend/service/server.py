@@ -119,6 +119,8 @@ class ConfigError(ValueError):
 
 #: Default admission budget: this fraction of the machine's physical memory.
 DEFAULT_MEMORY_FRACTION = 0.5
+#: The real pipeline's job function (what ``backend serve`` runs unless told otherwise).
+DEFAULT_RUN_JOB_SPEC = "backend.method.job:run_job"
 
 
 class State:
@@ -229,11 +231,24 @@ def is_local_endpoint(endpoint: str) -> bool:
 
 
 def load_run_job(spec: str) -> RunJob:
-    """Import ``module:function`` (e.g. ``backend.method.job:run_job``)."""
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise ConfigError(f"--run-job must be module:function, got {spec!r}")
-    return getattr(importlib.import_module(module), name)
+    """Import ``module:function`` (e.g. ``backend.method.job:run_job``); :class:`ConfigError` names what is wrong
+    (no colon, a module that cannot be imported, no such function, not callable), never a traceback."""
+    module, colon, name = str(spec).partition(":")
+    if not colon or not module or not name or not name.isidentifier() \
+            or not all(part.isidentifier() for part in module.split(".")):
+        raise ConfigError(f"--run-job must be module:function (e.g. {DEFAULT_RUN_JOB_SPEC}), got {spec!r}")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"--run-job {spec}: cannot import {module}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a module that fails while importing
+        raise ConfigError(f"--run-job {spec}: importing {module} failed: {type(e).__name__}: {e}") from None
+    fn = getattr(mod, name, None)
+    if fn is None:
+        raise ConfigError(f"--run-job {spec}: module {module} has no {name}")
+    if not callable(fn):
+        raise ConfigError(f"--run-job {spec}: {module}.{name} is a {type(fn).__name__}, not a function")
+    return fn
 
 
 def server_version() -> str:
@@ -361,6 +376,20 @@ class JobServer:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def workers_alive(self) -> bool:
+        """Whether a job's worker thread is still running (e.g. a local job inside native code at shutdown)."""
+        return any(t.is_alive() for t in list(self._running.values()))
+
+    def abandon(self, message: str) -> None:
+        """Mark every unfinished job failed on disk now (a second signal: the process exits right after, without
+        the loop's shutdown). Safe to call from a signal handler; clients are not told (they see the server go)."""
+        self._stop.set()
+        for rec in list(self._jobs.values()):
+            if rec.state not in State.FINISHED:
+                rec.state, rec.error_code, rec.error_message = State.FAILED, ErrorCode.JOB_FAILED, message
+                rec.updated = time.time()
+                self._write_state(rec)
+
     def __enter__(self) -> "JobServer":
         return self.start()
 
@@ -376,9 +405,11 @@ class JobServer:
                 self.workdir.mkdir(parents=True, exist_ok=True)
                 self._recover()
                 sock, auth = self._bind(ctx)
-            except BaseException as e:
+            except BaseException as e:  # a start-up failure: start() raises it; the caller reports it
                 self._start_error = e
                 self._ready.set()
+                if self._thread is threading.current_thread():
+                    return  # start() raises it in its caller, which reports it (one line, no traceback here)
                 raise
             self._sock = sock
             self._ready.set()
@@ -889,7 +920,11 @@ class JobServer:
                 if rec.state != State.RUNNING:
                     continue
                 ev = event.event
+                stage_changed = str(ev.stage) != rec.stage
                 rec.stage, rec.step, rec.total = str(ev.stage), int(ev.step), int(ev.total)
+                if stage_changed:  # on disk too: a restart after a crash names the stage the job died in
+                    rec.updated = time.time()
+                    self._write_state(rec)
                 try:
                     msg = P.Progress.from_event(rec.job, ev)
                 except (TypeError, ValueError) as e:
