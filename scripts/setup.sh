@@ -11,9 +11,10 @@
 # 3. The project's virtual environment .venv (python3-venv is installed when the system Python lacks
 #    it), torch + torchvision (the PyPI pair: CPU and CUDA; segment-anything needs torchvision), then this
 #    project with all extras. Afterwards: .venv/bin/backend demo, .venv/bin/python -m pytest -q.
-# --other-blender: .venv-other-blender holds only the other Blender (bpy 5.0.1 on Python 3.11 beside a
-#    3.13 project, or bpy 5.3.0 on 3.13 beside a 3.11 one); tests/blender_addon/test_build.py installs the
-#    built add-on in it and runs Segment Scene there too. CI uses it; it fails when that Python is missing.
+# --other-blender: .venv-other-blender holds only the other Blender: the oldest supported one, bpy 4.2 LTS
+#    with the numpy 1.26 it ships, on Python 3.11 beside a 3.13 project (or bpy 5.3.0 on 3.13 beside a 3.11
+#    one); tests/blender_addon/test_build.py installs the built add-on in it and runs Segment Scene there too.
+#    CI uses it; it fails when that Python is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,9 @@ done
 
 TORCH="torch==2.14.1"; TORCHVISION="torchvision==0.29.1"
 declare -A BPY=([3.13]="bpy==5.3.0" [3.11]="bpy==5.0.1")
+# the other Blender for the add-on tests: the newest (5.3) beside a 3.11 project, the oldest supported (4.2 LTS,
+# with the numpy its release ships) beside a 3.13 one
+declare -A OTHER_BPY=([3.13]="bpy==5.3.0" [3.11]="bpy==4.2.23 numpy==1.26.4")
 PIP_FLAGS=(-q --disable-pip-version-check)
 say() { echo "setup: $*" >&2; }
 SUDO=""
@@ -135,12 +139,13 @@ if [ "$OTHER" -eq 1 ]; then
   OPY=$(find_python "$OTHER_VER")
   [ -n "$OPY" ] || OPY=$(uv_python "$OTHER_VER")
   if [ -z "$OPY" ]; then
-    say "--other-blender needs Python $OTHER_VER (for ${BPY[$OTHER_VER]}); install it (pyenv install $OTHER_VER," \
+    say "--other-blender needs Python $OTHER_VER (for ${OTHER_BPY[$OTHER_VER]}); install it (pyenv install $OTHER_VER," \
         "uv python install $OTHER_VER, or apt-get install python$OTHER_VER python$OTHER_VER-venv) and rerun"
     exit 1
   fi
   make_venv .venv-other-blender "$OPY"
-  .venv-other-blender/bin/python -m pip install "${PIP_FLAGS[@]}" "${BPY[$OTHER_VER]}"
-  .venv-other-blender/bin/python -c "import bpy, sys; print('setup ok: .venv-other-blender | Python %d.%d' % \
-sys.version_info[:2], '| bpy', bpy.app.version_string)"
+  # shellcheck disable=SC2086  # the entry is "bpy==X [numpy==Y]": one argument per requirement
+  .venv-other-blender/bin/python -m pip install "${PIP_FLAGS[@]}" ${OTHER_BPY[$OTHER_VER]}
+  .venv-other-blender/bin/python -c "import bpy, numpy, sys; print('setup ok: .venv-other-blender | Python %d.%d' % \
+sys.version_info[:2], '| bpy', bpy.app.version_string, '| numpy', numpy.__version__)"
 fi
