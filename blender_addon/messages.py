@@ -94,7 +94,7 @@ class SegmentationResult:
     def default_threshold(self) -> float:
         """A middle threshold to show first: the median returned one, else the tree's median merge."""
         if self.thresholds.size:
-            return float(self.thresholds[len(self.thresholds) // 2])
+            return float(self.thresholds[presets.default_cut_index(len(self.thresholds))])
         if self.has_tree and self.altitudes.size > self.n_points:
             return float(np.median(self.altitudes[self.n_points:]))
         return 0.0

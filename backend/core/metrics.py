@@ -264,6 +264,33 @@ def unassigned_as_region(labels: np.ndarray) -> np.ndarray:
     return np.where(lab < 0, fresh[:, None, None], lab)
 
 
+def no_surface_as_region(pred: np.ndarray | Prediction, no_surface: np.ndarray) -> Prediction:
+    """``pred`` with the pixels where no surface was hit made one region at every granularity.
+
+    In Blender every predictor gets the rendered depth, and its zeros are exactly the pixels with no surface; a
+    point-prompted user clicking there selects "nothing". The exact-geometry evaluation hands this region to
+    every row alike (input masks, ours-2D, ours-3D), so no row is scored on knowledge another lacks.
+
+    Shape: ``pred`` labels [T, H, W] (or a region prediction), ``no_surface`` bool [H, W] -> :class:`Prediction`.
+
+    >>> no_surface_as_region(np.array([[[0, 0, 1]]]), np.array([[False, True, False]])).labels.tolist()
+    [[[0, 2, 1]]]
+    """
+    pred = as_prediction(pred)
+    region = np.asarray(no_surface, bool)
+    if region.shape != pred.shape:
+        raise MetricInputError(f"no_surface must be bool {pred.shape}, got {region.shape}")
+    labels = pred.labels.copy()
+    if not region.any():
+        return Prediction(labels, pred.regions)
+    if pred.regions is None:
+        fresh = labels.reshape(len(labels), -1).max(axis=1, initial=-1) + 1
+        labels[:, region] = fresh[:, None]
+        return Prediction(labels, None)
+    labels[:, region] = len(pred.regions)
+    return Prediction(labels, np.concatenate([pred.regions, region[None]]))
+
+
 @dataclass
 class _GtIoU:
     """IoU of every (eligible) GT mask with every predicted segment, and lookups by (t, label, g)."""

@@ -65,8 +65,13 @@ class TrainConfig:
     """Weight of the raw-feature norm loss ``(||f|| - 1)^2`` (released code)."""
     rgb_weight: float = 1.0
     """Weight of the colour MSE (``nerf`` mode)."""
-    depth_weight: float = 0.1
-    """Weight of the L1 depth supervision in ``nerf`` mode when the scene has depth (0 disables)."""
+    depth_weight: float = 0.0
+    """Weight of the L1 depth supervision in ``nerf`` mode (reads the rendered depth, declared in run.json and
+    eval.md; 0, the default, trains from colour alone as the paper does, Sec. 5.4)."""
+    composite_alpha: bool = False
+    """``nerf`` mode: composite the images' transparent pixels onto ``background_rgb`` before the colour loss
+    (reads the alpha, declared). False, the default, fits the colour channels as stored (the paper protocol's
+    colour-only input)."""
     depth_continuity_weight: float = 1.0
     """Weight of the depth continuity loss (Eq. 5; ``nerf`` mode only; the paper gives no value)."""
     depth_continuity_start: int = 5000
@@ -90,8 +95,10 @@ class TrainConfig:
     """First occupancy update (before it, every cell counts as occupied)."""
     occupancy_threshold: float = 0.01
     """Density below which a cell is empty."""
-    background_rgb: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """Colour behind the scene: transparent pixels are composited onto it (``nerf`` mode)."""
+    background_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """Colour behind the scene (``nerf`` mode): what a ray that hits nothing renders, and with
+    ``composite_alpha`` what transparent pixels are composited onto. Black: a Blender render on transparent film
+    stores black colour where nothing was hit."""
     n_pos: int = 64
     """Positive pairs per mask and level (A.1)."""
     n_neg: int = 64

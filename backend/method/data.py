@@ -36,16 +36,22 @@ class GroundTruth:
     levels: dict[str, dict[int, int]]
     hierarchy: dict
 
-    def level_masks(self, view: int, level: str, min_pixels: int = 20) -> np.ndarray:
-        """Bool ``[G, H, W]`` masks of one level in one view (segments under ``min_pixels`` dropped)."""
-        leaf = self.ids[view].astype(np.int64)
+    def level_labels(self, leaf: np.ndarray, level: str) -> np.ndarray:
+        """int64 ids of ``level``'s nodes for an array of leaf ids (0 stays 0: background or unknown)."""
+        leaf = np.asarray(leaf).astype(np.int64)
         mapping = self.levels[level]
-        lut = np.zeros(int(max(max(mapping, default=0), leaf.max())) + 1, np.int64)
+        lut = np.zeros(int(max(max(mapping, default=0), leaf.max(initial=0))) + 1, np.int64)
         for k, v in mapping.items():
             if k < lut.size:
                 lut[k] = v
         lab = lut[leaf]
         lab[leaf == 0] = 0
+        return lab
+
+    def level_masks(self, view: int, level: str, min_pixels: int = 20) -> np.ndarray:
+        """Bool ``[G, H, W]`` masks of one level in one view (segments under ``min_pixels`` dropped)."""
+        leaf = self.ids[view]
+        lab = self.level_labels(leaf, level)
         ids, counts = np.unique(lab[lab > 0], return_counts=True)
         keep = ids[counts >= min_pixels]
         return lab[None] == keep[:, None, None] if keep.size else np.zeros((0,) + leaf.shape, bool)

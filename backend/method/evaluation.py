@@ -36,6 +36,11 @@ from backend.core.scene import Scene
 from backend.method.data import DataError, GroundTruth, load_ground_truth, load_scene
 
 LEVELS = ("object", "collection", "scene")
+MEAN_LEVELS = ("object", "collection")
+"""Levels NC_mean averages. The scene level (foreground against background) is reported on its own: in Blender
+every predictor is given the rendered depth, whose zeros are exactly the ground-truth background, so that level
+measures the silhouette every row is handed, not the segmentation (a predictor that knows only the silhouette
+scores 100 there). ``NC_mean_with_scene`` (eval.json) keeps the paper's three-level mean."""
 LEVEL_COLUMNS = {"object": "NC_obj", "collection": "NC_coll", "scene": "NC_scene"}
 COLUMNS = ("NC_obj", "NC_coll", "NC_scene", "NC_mean", "NC_mean_dense", "SI", "VC_10", "VC_45", "VC_90", "VC_135",
            "depth_err")
@@ -215,8 +220,10 @@ def score(pred: ViewPredictions, val: Scene, gt: GroundTruth, rotated: dict[floa
     for lvl in LEVELS:
         row[LEVEL_COLUMNS[lvl]] = mean(sampled[lvl])
         row[LEVEL_COLUMNS[lvl] + "_dense"] = mean(dense[lvl])
-    row["NC_mean"] = mean([row[LEVEL_COLUMNS[lvl]] for lvl in LEVELS])
-    row["NC_mean_dense"] = mean([row[LEVEL_COLUMNS[lvl] + "_dense"] for lvl in LEVELS])
+    # NC_mean over the object and collection levels; the scene level stands apart (MEAN_LEVELS)
+    row["NC_mean"] = mean([row[LEVEL_COLUMNS[lvl]] for lvl in MEAN_LEVELS])
+    row["NC_mean_dense"] = mean([row[LEVEL_COLUMNS[lvl] + "_dense"] for lvl in MEAN_LEVELS])
+    row["NC_mean_with_scene"] = mean([row[LEVEL_COLUMNS[lvl]] for lvl in LEVELS])
     row["SI"] = mean(si)
     for a in ROTATIONS:
         row[f"VC_{int(a)}"] = mean(vc.get(a, []))
@@ -227,6 +234,25 @@ def score(pred: ViewPredictions, val: Scene, gt: GroundTruth, rotated: dict[floa
         row["depth_err"] = float("nan")
     curve = np.nanmean(np.stack(curves), axis=0) if curves else np.zeros(0)
     return Scored(row, curve)
+
+
+def no_surface(scene: Scene, view: int) -> np.ndarray | None:
+    """bool [H, W]: the pixels of a view where the given depth hits no surface (None without depth)."""
+    return None if scene.depth is None else scene.depth[view] <= 0
+
+
+def with_no_surface_region(pred: ViewPredictions, val: Scene, rotated: dict[float, Scene]) -> ViewPredictions:
+    """Every view's pixels without a surface made one region of every row alike (exact-geometry protocol: the
+    rendered depth every Blender user has; see :func:`backend.core.metrics.no_surface_as_region`)."""
+    def wrap(preds: list[Prediction], sc: Scene) -> list[Prediction]:
+        out = []
+        for v, p in enumerate(preds):
+            region = no_surface(sc, v)
+            out.append(metrics.as_prediction(p) if region is None else metrics.no_surface_as_region(p, region))
+        return out
+
+    return dataclasses.replace(pred, val=wrap(pred.val, val),
+                               rotated={a: wrap(p, rotated[a]) for a, p in pred.rotated.items() if a in rotated})
 
 
 def input_mask_predictions(val: Scene, rotated: dict[float, Scene], make, levels: int = 50) -> ViewPredictions:

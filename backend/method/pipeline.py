@@ -29,6 +29,7 @@ from backend.method.config import (
     train_config,
 )
 from backend.method.data import DataError, load_scene
+from backend.core.export_metrics import ExportReport
 from backend.core.geometry import unproject_depth
 from backend.method.masks.base import make_masks
 from backend.method.fusion import fuse_points
@@ -199,12 +200,18 @@ def build_result(seg: Segmentation3D, scene: Scene, thresholds, max_segments: in
 # ----------------------------------------------------------------------------------------------------------------
 # Run folders (CLI)
 # ----------------------------------------------------------------------------------------------------------------
-def write_run_info(run: Path, data: Path, cfg: PipelineConfig, max_views: int | None = None) -> None:
-    """``run.json``: the data folder, the config and ``max_views`` (the training views used: segment and eval
-    load the same ones, or the checkpoint's scene fingerprint would not match)."""
+def write_run_info(run: Path, data: Path, cfg: PipelineConfig, max_views: int | None = None,
+                   geometry: str | None = None) -> None:
+    """``run.json``: the data folder, the config, ``max_views`` (the training views used: segment and eval
+    load the same ones, or the checkpoint's scene fingerprint would not match) and what the masks and the
+    training read beyond posed colour (:func:`backend.method.inputs.ground_truth_read`)."""
+    from backend.method.inputs import ground_truth_read
+
     run.mkdir(parents=True, exist_ok=True)
+    reads = ground_truth_read(cfg, geometry) if geometry else {"masks": cfg.masks.ground_truth_read()}
     info = {"data": str(Path(data).resolve()), "config": config_json(cfg), "max_views": max_views,
-            "masks_read_ground_truth": cfg.masks.ground_truth_read(), "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "geometry": geometry, "masks_read_ground_truth": reads["masks"], "ground_truth_read": reads,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S")}
     write_json_atomic(run / RUN_JSON, info, indent=1)
 
 
@@ -240,8 +247,12 @@ def train_run(data: Path, run: Path, cfg: PipelineConfig, progress: Progress | N
             raise RunError(f"{run} holds a run of {old_data}, not {data}; choose another run folder")
         if max_views is None and resume and (run / "checkpoint.pt").is_file():
             max_views = run_max_views(run)  # resuming: the same views as before
+    from backend.method.inputs import run_geometry, visible_scene
+
     scene = load_scene(data, "train", max_views=max_views)
-    write_run_info(run, data, cfg, max_views)
+    geometry = run_geometry(scene, cfg)
+    scene = visible_scene(scene, cfg)  # only what the run declares reaches masks and training
+    write_run_info(run, data, cfg, max_views, geometry)
     masks = make_view_masks(scene, cfg, data_dir=data, cache_dir=run / "masks", progress=progress)
     trainer = train_field(scene, masks, cfg, run, progress=progress, should_stop=should_stop, resume=resume)
     return trainer, scene, masks
@@ -257,7 +268,9 @@ def load_trained(run: Path, data: Path | None = None, max_views: int | None = No
     max_views = max_views if max_views is not None else run_max_views(run)
     if not (run / "checkpoint.pt").is_file():
         raise RunError(f"{run} has no checkpoint.pt: training has not started or was removed")
-    scene = load_scene(data, "train", max_views=max_views)
+    from backend.method.inputs import visible_scene
+
+    scene = visible_scene(load_scene(data, "train", max_views=max_views), cfg)
     masks = make_view_masks(scene, cfg, data_dir=data, cache_dir=run / "masks")
     trainer = Trainer.resume(run, scene, masks)
     return trainer, scene, masks, data, cfg
@@ -371,9 +384,11 @@ def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], protocol: s
             given = None if sc.depth is None else sc.depth[i]
             r = trainer.render_view(sc.c2w[i], sc.K[i], sc.height, sc.width, given)
             depth = r.depth if protocol == "paper" else given
-            per["ours-2D"].append(Prediction(segment.segment_feature_map(r.features, thresholds, n_max)))
-            per["ours-2D (whole tree)"].append(Prediction(segment.segment_feature_map(
-                r.features, None, n_max, quantiles=eval_cfg.sweep)))
+            # pixels outside the kept segments form one region, as for every other row (released scripts)
+            per["ours-2D"].append(Prediction(unassigned_as_region(
+                segment.segment_feature_map(r.features, thresholds, n_max))))
+            per["ours-2D (whole tree)"].append(Prediction(unassigned_as_region(segment.segment_feature_map(
+                r.features, None, n_max, quantiles=eval_cfg.sweep))))
             for suffix, labels in cloud.items():  # pixels no point reaches form one region (released scripts)
                 per["ours-3D" + suffix].append(Prediction(unassigned_as_region(
                     view_labels(seg, labels, depth, sc.K[i], sc.c2w[i], cfg.segment))))
@@ -385,18 +400,53 @@ def predict_views(trainer, seg: Segmentation3D, scenes: list[Scene], protocol: s
 
 @dataclass
 class Evaluation:
-    """Rows of the table, the NC-per-granularity curve of each row, and what the figures depend on."""
+    """Rows of the table, the NC-per-granularity curve of each row, what each row read beyond posed colour, and
+    the exported cuts scored in 3D (None when the data has no depth or ids for the training views)."""
 
     rows: dict[str, dict[str, float]]
     curves: dict[str, np.ndarray]
     protocol: str
+    reads: dict[str, str] = dataclasses.field(default_factory=dict)
+    exported: ExportReport | None = None
+
+
+def score_exported_cuts(seg: Segmentation3D, scene: Scene, data: Path, cfg: PipelineConfig) -> ExportReport | None:
+    """The cuts a user receives (the exported thresholds; the add-on opens on
+    :func:`backend.wire.presets.default_cut_index`) scored against the ground-truth objects the cloud's points lie
+    on (:mod:`backend.core.export_metrics`). Ground truth (train-view depth and ids) is read here, for the metric
+    only. None when the folder lacks it."""
+    from backend.core.export_metrics import point_leaf_ids, score_exported
+    from backend.method.data import load_ground_truth
+    from backend.wire.presets import default_cut_index
+
+    try:
+        truth = load_scene(data, "train", max_views=scene.num_views)
+        gt = load_ground_truth(data, "train", truth.names)
+    except DataError:
+        return None
+    if truth.depth is None or truth.names != scene.names:
+        return None
+    leaf = point_leaf_ids(seg.cloud.points, truth.depth, gt.ids, truth.K, truth.c2w)
+    levels = {lvl: gt.level_labels(leaf, lvl) for lvl in ("object", "collection")}
+    thresholds = list(cfg.segment.export_thresholds)
+    labels = seg.labels(thresholds, max_segments=cfg.segment.max_segments)
+    return score_exported(labels, thresholds, levels, default_cut_index(len(thresholds)))
+
+
+def input_mask_scene(scene: Scene, cfg: PipelineConfig, protocol: str) -> Scene:
+    """A val view as the input-mask row's source may see it: the knowledge the training masks had, no more
+    (alpha or depth only when the mask source declares it; the exact-geometry protocol gives every row depth)."""
+    reads = cfg.masks.reads() | ({"depth"} if protocol == "exact-geometry" else set())
+    return dataclasses.replace(scene, depth=scene.depth if "depth" in reads else None,
+                               alpha=scene.alpha if "alpha" in reads else None, masks=None)
 
 
 def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eval_cfg=None,
                      with_input_masks: bool = True, progress: Progress | None = None) -> Evaluation:
     """Rows ``input masks (2D)``, ``ours-2D``, ``ours-3D`` (and their whole-tree sweeps) for a trained field."""
     from backend.method.evaluation import (EvalConfig, ViewPredictions, input_mask_predictions, load_eval_views,
-                                           resolve_protocol, score, strip_ground_truth)
+                                           resolve_protocol, score, with_no_surface_region)
+    from backend.method.inputs import describe_reads, ground_truth_read
 
     eval_cfg = eval_cfg or EvalConfig(seed=cfg.seed)
     protocol = resolve_protocol(eval_cfg.protocol, trainer.geometry)
@@ -415,14 +465,18 @@ def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eva
     pred = predict_views(trainer, seg, [val] + [rotated[a] for a in angles], protocol, eval_cfg, cfg)
     rows: dict[str, dict[str, float]] = {}
     curves: dict[str, np.ndarray] = {}
+    exact = protocol == "exact-geometry"  # every row is handed the no-surface region of the rendered depth
+    reads = ground_truth_read(cfg, trainer.geometry)
+    given = "; the no-surface region of the rendered depth" if exact else ""
+    row_reads = {"input masks (2D)": describe_reads({"masks": reads["masks"]}) + given}
     if with_input_masks:
         note(2, "input masks of the val views")
 
         def make(sc: Scene, split: str) -> list[np.ndarray]:
-            sc = strip_ground_truth(sc) if protocol == "paper" else sc
-            return make_masks(sc, cfg.masks, data_dir=data, split=split)
+            return make_masks(input_mask_scene(sc, cfg, protocol), cfg.masks, data_dir=data, split=split)
 
-        s = score(input_mask_predictions(val, rotated, make, eval_cfg.sweep), val, gt, rotated, data, eval_cfg)
+        vp = input_mask_predictions(val, rotated, make, eval_cfg.sweep)
+        s = score(with_no_surface_region(vp, val, rotated) if exact else vp, val, gt, rotated, data, eval_cfg)
         rows["input masks (2D)"], curves["input masks (2D)"] = s.row, s.curve
     note(3, "scoring")
     nerf = trainer.geometry == "nerf"  # in depth geometry the depth is given, so its error is not a result
@@ -430,9 +484,11 @@ def evaluate_trained(trainer, scene: Scene, data: Path, cfg: PipelineConfig, eva
         labels = pred[name]
         vp = ViewPredictions(val=labels[0], rotated={a: labels[k + 1] for k, a in enumerate(angles)},
                              depth=pred["depth"][0] if nerf else None)
-        s = score(vp, val, gt, rotated, data, eval_cfg)
+        s = score(with_no_surface_region(vp, val, rotated) if exact else vp, val, gt, rotated, data, eval_cfg)
         rows[name], curves[name] = s.row, s.curve
-    return Evaluation(rows, curves, protocol)
+        row_reads[name] = describe_reads(reads) + given
+    exported = score_exported_cuts(seg, scene, data, cfg)
+    return Evaluation(rows, curves, protocol, row_reads, exported)
 
 
 def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool = False,
@@ -469,12 +525,20 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
     header = ("Evaluation of `{run}` on `{data}` (val split).\n\n".format(run=run, data=data)
               + "".join(f"- {k}: {v}\n" for k, v in info.items())
               + "".join(f"- {n}\n" for n in notes)
-              + "\nNC, SI and VC in percent; depth error in normalised scene units. NC_obj/coll/scene/mean: the "
-              "released scripts' sampled NC; NC_mean_dense: Eq. 6. `(whole tree)` rows cut each tree at "
-              f"{eval_cfg.sweep} quantiles of its own merge altitudes instead of the fixed thresholds.\n\n")
-    (out / "eval.md").write_text(header + format_rows(rows) + "\n\n![NC against granularity](eval_nc.png)\n")
+              + "\n## Per-point oracle (the tree at its best threshold per ground-truth point)\n\n"
+              "NC, SI and VC in percent; depth error in normalised scene units. NC_obj/coll/scene: the released "
+              "scripts' sampled NC, each ground-truth point scored at its best threshold; NC_mean averages the object "
+              "and collection levels (the scene level stands apart, see the scene-level rule above); NC_mean_dense: "
+              f"Eq. 6. `(whole tree)` rows cut each tree at {eval_cfg.sweep} quantiles of its own merge altitudes "
+              "instead of the fixed thresholds.\n\n")
+    reads = "\n".join(["| row | read beyond posed colour |", "|---|---|"]
+                       + [f"| {name} | {text} |" for name, text in ev.reads.items() if name in rows])
+    body = (header + format_rows(rows) + "\n\nWhat each row read:\n\n" + reads + "\n\n"
+            + exported_markdown(ev.exported) + "\n![NC against granularity](eval_nc.png)\n")
+    (out / "eval.md").write_text(body)
     finite = {name: {k: (v if np.isfinite(v) else None) for k, v in row.items()} for name, row in rows.items()}
-    report = {"info": info, "rows": finite,
+    report = {"info": info, "rows": finite, "reads": ev.reads,
+              "exported_cuts": None if ev.exported is None else ev.exported.as_json(),
               "nc_curves": {k: [None if not np.isfinite(x) else float(x) for x in c] for k, c in curves.items()}}
     (out / "eval.json").write_text(json.dumps(report, indent=1))  # null where a metric does not apply
     plot_nc_curves(curves, eval_cfg.thresholds(), out / "eval_nc.png",
@@ -482,14 +546,55 @@ def evaluate_run(data: Path, run: Path, out: Path | None = None, ablations: bool
     return out / "eval.md"
 
 
+def exported_markdown(rep: ExportReport | None) -> str:
+    """The "what the user receives" section of eval.md: every exported cut scored in 3D."""
+    if rep is None:
+        return ("## What the user receives\n\nNot scored: the data folder lacks depth or ids for the training "
+                "views.\n\n")
+
+    def pct(x: float) -> str:
+        return "-" if not np.isfinite(x) else f"{100 * x:.1f}"
+
+    lines = ["## What the user receives (the exported cuts, scored on the point cloud)\n",
+             f"Each cloud point takes the ground-truth object it lies on (from the training views' depth and ids; "
+             f"{pct(rep.unlabelled_share)} % of the points lie on none). {rep.objects} objects hold >= 0.5 % of the "
+             f"points. **Object recall at the exported cuts: {pct(rep.recall_any)} %** (an object is recalled when "
+             f"a segment of some exported cut has IoU >= 0.5 with it); NC of points at the single best exported cut: "
+             + ", ".join(f"{k} {pct(v)}" for k, v in rep.nc_best.items())
+             + f". The add-on opens on cut {rep.default_index + 1}.\n",
+             "| cut | threshold (1 - cos) | segments >= 0.5 % | largest segment share | object recall | "
+             "NC_obj (points) | NC_coll (points) |", "|---|---|---|---|---|---|---|"]
+    for i, c in enumerate(rep.cuts):
+        mark = " (add-on default)" if i == rep.default_index else ""
+        lines.append(f"| {i + 1}{mark} | {c.threshold:g} | {c.segments} | {pct(c.largest_share)} % | "
+                     f"{pct(c.object_recall)} % | {pct(c.nc_points.get('object', float('nan')))} | "
+                     f"{pct(c.nc_points.get('collection', float('nan')))} |")
+    return "\n".join(lines) + "\n"
+
+
 def evaluation_info(protocol: str, trainer, cfg: PipelineConfig, eval_cfg, data: Path) -> dict[str, str]:
     """What every figure of an evaluation depends on, stated next to the table."""
     from backend.method.evaluation import protocol_description
 
+    from backend.method.inputs import describe_reads, ground_truth_read
+
     gt = cfg.masks.ground_truth_read()
     th = eval_cfg.thresholds()
+    scene_rule = ("every row (input masks, ours-2D, ours-3D) is given the pixels where the rendered depth hits no "
+                  "surface as one region: a Blender user has that depth, and its zeros are exactly the ground-truth "
+                  "background, so NC_scene measures that given silhouette; NC_mean therefore averages the object "
+                  "and collection levels only (eval.json's NC_mean_with_scene keeps the three-level mean)"
+                  if protocol == "exact-geometry" else
+                  "no row is given the background: ours-3D's comes from the field's own opacity, the input masks "
+                  "get none; NC_mean averages the object and collection levels (eval.json's NC_mean_with_scene "
+                  "keeps the three-level mean)")
     return {
         "protocol": f"{protocol} ({protocol_description(protocol)})",
+        "scene-level rule": scene_rule,
+        "ground truth read by the prediction": describe_reads(ground_truth_read(cfg, trainer.geometry))
+        + ("; the rendered depth of the val views (exact geometry)" if protocol == "exact-geometry" else ""),
+        "unit box": "the dataset's own normalisation (scene bounds in meta.json: the released Blender-HS "
+                    "convention of content in [-0.5, 0.5]^3)",
         "geometry used in training": trainer.geometry,
         "novel-view depth": "rendered by the field" if protocol == "paper" else "exact rendered depth (Blender)",
         "mask source": cfg.masks.source + (f" (read: {', '.join(gt)})" if gt else " (colour only; no ground truth)"),

@@ -554,7 +554,7 @@ class Trainer:
                           generator=self.generator, background_rgb=self._bg_rgb,
                           planar_scale=torch.from_numpy(ps).to(dev))
         target = torch.from_numpy(self.scene.rgb[view, rows, cols].astype(np.float32) / 255.0).to(dev)
-        if self.scene.alpha is not None:
+        if self.scene.alpha is not None and cfg.composite_alpha:
             a = torch.from_numpy(self.scene.alpha[view, rows, cols].astype(np.float32) / 255.0).to(dev)[:, None]
             target = target * a + self._bg_rgb * (1.0 - a)
         terms = LossTerms(rgb=F.mse_loss(out.rgb[:n_main].float(), target))

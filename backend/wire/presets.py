@@ -53,6 +53,15 @@ DEFAULT_MAX_POINTS = 200_000
 DEFAULT_EXPORT_THRESHOLDS: tuple[float, ...] = (0.005, 0.02, 0.045, 0.08, 0.125)
 
 
+def default_cut_index(count: int) -> int:
+    """Index of the exported cut the add-on shows first (the middle one); the evaluation scores the same one.
+
+    >>> default_cut_index(5)
+    2
+    """
+    return max(int(count), 0) // 2
+
+
 def describe(choices: tuple[Choice, ...]) -> str:
     """``name: description`` lines for ``--help`` texts.
 

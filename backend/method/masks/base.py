@@ -77,7 +77,9 @@ class MaskConfig:
     def ground_truth_read(self) -> list[str]:
         """What the source reads beyond the posed colour images, stated next to every figure: ``[]`` for a
         source that sees colour only (``classical`` by default, ``sam``); ``noisy-gt`` reads the ground-truth
-        hierarchy; ``classical`` may read the alpha foreground and the rendered depth when asked."""
+        hierarchy; ``classical`` may read the alpha foreground and the rendered depth when asked; ``sam`` reads
+        the alpha when ``foreground_only`` (composites the images onto white and clips its masks to the alpha
+        foreground)."""
         if self.source == "noisy-gt":
             return ["ground-truth ids and hierarchy"]
         if self.source == "classical":
@@ -85,7 +87,19 @@ class MaskConfig:
                                           ("rendered depth", self.classical.use_depth)) if on]
         if self.source == "given":
             return ["masks supplied with the data (their origin is not known)"]
+        if self.source == "sam" and self.sam.foreground_only:
+            return ["alpha foreground (composited onto white, masks clipped to it)"]
         return []
+
+    def reads(self) -> set[str]:
+        """Which scene channels beyond colour the source reads: a subset of ``{"alpha", "depth"}``."""
+        out = set()
+        if self.source == "classical":
+            out |= {"alpha"} if self.classical.use_alpha else set()
+            out |= {"depth"} if self.classical.use_depth else set()
+        if self.source == "sam" and self.sam.foreground_only:
+            out.add("alpha")
+        return out
 
 
 def _json_default(o: object) -> object:

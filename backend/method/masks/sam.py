@@ -49,8 +49,10 @@ class SamConfig:
     """Points per side shrink by this factor in each crop layer."""
     min_mask_region_area: int = 0
     """Remove holes/islands under this many pixels (needs opencv; 0 = off)."""
-    foreground_only: bool = True
-    """With alpha: composite on white before SAM and clip masks to the foreground."""
+    foreground_only: bool = False
+    """With alpha: composite on white before SAM and clip masks to the alpha foreground. This reads the images'
+    alpha (ground truth in a rendered dataset), so it is off by default and declared when on
+    (:meth:`backend.method.masks.base.MaskConfig.ground_truth_read`)."""
     foreground_alpha: int = 128
     """Pixels with alpha below this (0-255) are background when ``foreground_only``."""
     min_area_frac: float = 1e-3

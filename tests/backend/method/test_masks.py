@@ -313,6 +313,11 @@ def test_sam_end_to_end_with_tiny_checkpoint(tmp_path):
     out = make_masks(scene, strict)
     assert len(out) == 2 and all(m.dtype == np.bool_ and m.ndim == 3 and m.shape[1:] == (50, 50) for m in out)
     relaxed = replace(strict, sam=replace(strict.sam, pred_iou_thresh=0.0, stability_score_thresh=0.0))
+    colour_only = make_masks(scene, relaxed)
+    assert any((m & (alpha == 0)[None]).any() for m in colour_only), "by default SAM reads colour only, no alpha"
+    assert relaxed.reads() == set() and relaxed.ground_truth_read() == []
+    relaxed = replace(relaxed, sam=replace(relaxed.sam, foreground_only=True))
+    assert relaxed.reads() == {"alpha"} and relaxed.ground_truth_read(), "alpha compositing is declared"
     cache = tmp_path / "cache"
     out = make_masks(scene, relaxed, cache_dir=cache)
     assert all(len(m) > 0 for m in out), "relaxed thresholds let random-weight masks through"
