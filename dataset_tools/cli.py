@@ -10,7 +10,7 @@ import argparse
 import math
 import sys
 
-from .config import DEFAULT_ROTATIONS, DEVICES, ENGINES, RenderConfig
+from .config import DEFAULT_ROTATIONS, DEVICES, ENGINES, PLACEMENTS, RenderConfig
 from .errors import DatasetError
 
 EXIT_ERROR = 2
@@ -127,12 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--frame", type=_names, default=d.frame, metavar="NAMES",
                    help="comma-separated collections or objects the cameras frame; '*' = everything "
                         "(default: everything but large flat backdrops such as a floor)")
+    r.add_argument("--placement", choices=PLACEMENTS, default=d.placement,
+                   help="where cameras go: orbit (around the content), inside (in an enclosed room's free space), "
+                        "auto = inside when walls enclose the content, else orbit (default %(default)s)")
     r.add_argument("--threads", type=_int_at_least(0), default=0, help="render threads (0 = all cores)")
     r.add_argument("--device", choices=DEVICES, default=d.device,
                    help="Cycles device: auto = a GPU when Blender finds one, else CPU (default %(default)s)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("example", help="write a procedural example scene")
-    e.add_argument("name", help="example name (table_set, bookshelf, vehicle)")
+    e.add_argument("name", help="example name (table_set, bookshelf, vehicle, room, surroundings)")
     e.add_argument("out", help="output .blend path")
     from .render_many import add_parser as add_render_many  # render-many takes every render option above
 
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                               samples=args.samples, engine=args.engine, rotations=tuple(args.rotations),
                               seed=args.seed, hemisphere=args.hemisphere, camera_angle_x=args.fov,
                               use_scene_cameras=args.use_scene_cameras, threads=args.threads,
-                              device=args.device, frame=tuple(args.frame))
+                              device=args.device, frame=tuple(args.frame), placement=args.placement)
         config.validate()
         from .dataset import render_dataset
 
@@ -192,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             result = render_dataset(args.blend, args.out, config, progress=bar)
         finally:
             bar.close()
+        if result.coverage is not None:
+            print(result.coverage.summary_line(), file=sys.stderr)
+            warning = result.coverage.warning_line()
+            if warning:
+                print(warning, file=sys.stderr)
         print(f"{result.out_dir}: {result.rendered} views rendered, {result.skipped} already done, "
               f"{result.seconds:.1f} s", file=sys.stderr)
         return 0

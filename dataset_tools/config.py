@@ -14,6 +14,9 @@ from .errors import DatasetError
 #: Rotations (degrees about the world up axis through the scene centre) of the val views, as in Blender-HS.
 DEFAULT_ROTATIONS: tuple[float, ...] = (10.0, 45.0, 90.0, 135.0)
 
+#: Camera placements (see :mod:`dataset_tools.placement`).
+PLACEMENTS = ("auto", "orbit", "inside")
+
 #: Cycles device choices (see ``RenderConfig.device``).
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -63,6 +66,11 @@ class RenderConfig:
     large flat backdrops such as a floor (see :mod:`dataset_tools.framing`), ``("*",)`` = everything, or
     names of collections / objects (their rendered objects). Rendering and ground truth cover the whole
     scene either way."""
+    placement: str = "auto"
+    """Where sampled cameras go (see :mod:`dataset_tools.placement`): ``orbit`` (around the content; the
+    plain hemisphere for a tabletop, views chosen by ray casts when walls or distant groups are around),
+    ``inside`` (positions in the free space of an enclosed room looking at content) or ``auto`` (``inside``
+    when the content is enclosed by structure, else ``orbit``)."""
     extra: dict = field(default_factory=dict)
     """Free-form settings recorded in meta.json (not interpreted)."""
 
@@ -89,6 +97,8 @@ class RenderConfig:
             raise DatasetError(f"rotations must be distinct, got {list(self.rotations)}")
         if isinstance(self.frame, str) or not all(isinstance(n, str) and n.strip() for n in self.frame):
             raise DatasetError(f"frame must be a list of collection or object names, got {self.frame!r}")
+        if self.placement not in PLACEMENTS:
+            raise DatasetError(f"unknown placement {self.placement!r}; choose one of {', '.join(PLACEMENTS)}")
         if "*" in self.frame and len(self.frame) > 1:
             raise DatasetError("frame: '*' (everything) cannot be combined with names")
 

@@ -29,7 +29,9 @@ import numpy as np
 from backend.wire.files import is_temporary
 
 from . import framing, writers
-from .cameras import fit_distance, intrinsics, orbit_poses, rotate_about_axis
+from .camera_plan import content_ids, plan_cameras
+from .cameras import fit_distance, intrinsics, rotate_about_axis
+from .coverage import Coverage, coverage
 from .config import RenderConfig, rotation_suffix
 from .errors import DatasetError
 from .render import PreparedScene, ProgressFn, ViewData, prepared_scene, quiet_output, scene_camera_poses
@@ -75,25 +77,44 @@ class DatasetResult:
     skipped: int = 0
     seconds: float = 0.0
     counts: dict = field(default_factory=dict)
+    coverage: Coverage | None = None
+    """What the train views show (also in meta.json's ``coverage``)."""
 
 
 def rotated_split(angle: float) -> str:
     return "val_rotate" + rotation_suffix(angle)
 
 
-def plan_views(prep_centre: np.ndarray, distance: float, config: RenderConfig,
-               scene_poses: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Poses [N, 4, 4] per split folder, including every rotated val split."""
+def placed_views(poses: dict[str, np.ndarray], centre: np.ndarray, config: RenderConfig,
+                 scene_poses: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Poses [N, 4, 4] per split folder from planned ``poses`` per split (train replaced by the scene's own
+    cameras when given), with every rotated val split turned about the vertical through ``centre``."""
     plan: dict[str, np.ndarray] = {}
-    for split, n in (("train", config.n_train), ("val", config.n_val), ("test", config.n_test)):
+    for split in ("train", "val", "test"):
         if split == "train" and scene_poses is not None:
             plan[split] = scene_poses
-        elif n > 0:
-            plan[split] = orbit_poses(n, prep_centre, distance, config.seed, SPLIT_STREAMS[split], config.hemisphere)
+        elif split in poses and len(poses[split]):
+            plan[split] = poses[split]
     if "val" in plan:
         for angle in config.rotations:
-            plan[rotated_split(angle)] = rotate_about_axis(plan["val"], prep_centre, angle)
+            plan[rotated_split(angle)] = rotate_about_axis(plan["val"], centre, angle)
     return plan
+
+
+def _depth_range(plan: dict[str, np.ndarray], bounds: np.ndarray) -> tuple[float, float]:
+    """(0, farthest corner of ``bounds`` from any val camera): the 8-bit val depth range of scored placements."""
+    eyes = np.concatenate([p[:, :3, 3] for s, p in plan.items() if s.startswith("val")] or [np.zeros((0, 3))])
+    if not len(eyes):
+        return 0.0, 1.0
+    corners = np.array([[bounds[i][0], bounds[j][1], bounds[k][2]] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    return 0.0, float(np.linalg.norm(eyes[:, None] - corners[None], axis=-1).max())
+
+
+def train_coverage(out_dir: Path, n_train: int, content: list[int], names: dict[int, str],
+                   placement: str = "") -> Coverage:
+    """Coverage of the train views written in ``out_dir`` (from their ground-truth id maps)."""
+    views = ((f"train/r_{i}", writers.read_png(out_dir / f"gt_seg/train/r_{i}_ids.png")) for i in range(n_train))
+    return coverage(views, content, names, placement)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -154,7 +175,11 @@ def remove_stale_temporaries(out_dir: Path) -> int:
 
 #: meta.json keys added after format version 1 was released -> the value a folder without them implies
 #: (None: any value; the framing they describe is compared through scene_centre and camera_distance).
-_ADDED_KEYS = {"frame": [], "frame_bounds": None, "frame_backdrops": None}
+_ADDED_KEYS = {"frame": [], "frame_bounds": None, "frame_backdrops": None, "placement": None,
+               "placement_used": "orbit", "enclosure": None}
+
+#: meta.json keys written after the views (not settings; never compared).
+_RESULT_KEYS = {"coverage"}
 
 
 def _check_meta(out_dir: Path, meta: dict) -> None:
@@ -171,7 +196,7 @@ def _check_meta(out_dir: Path, meta: dict) -> None:
     old_flat = {**{k: v for k, v in old.items() if k != "settings"}, **old.get("settings", {})}
     new_flat = {**{k: v for k, v in meta.items() if k != "settings"}, **meta.get("settings", {})}
     for key in sorted(set(old_flat) | set(new_flat)):
-        if key == "source":
+        if key == "source" or key in _RESULT_KEYS:
             continue
         if key not in old_flat and key in _ADDED_KEYS and _ADDED_KEYS[key] in (None, new_flat.get(key)):
             continue  # a folder from before the key existed; scene_centre and camera_distance still guard it
@@ -290,8 +315,13 @@ def _render_steps(scene, out_dir: Path, config: RenderConfig, source: str,
             scene_poses = scene_camera_poses(scene)
             if len(scene_poses) == 0:
                 raise DatasetError("the scene has no camera objects (--use-scene-cameras)")
-        plan = plan_views(centre, distance, config, scene_poses)
-        depth_range = (max(distance - radius, 0.0), distance + radius)
+        counts = {"train": 0 if scene_poses is not None else config.n_train, "val": config.n_val,
+                  "test": config.n_test}
+        placement = plan_cameras(prep, config, counts)
+        centre = placement.centre
+        plan = placed_views(placement.poses, centre, config, scene_poses)
+        depth_range = (max(distance - radius, 0.0), distance + radius) if placement.used == "orbit" else \
+            _depth_range(plan, prep.bounds)
         ngp = framing.ngp_box(prep.frame_box, prep.bounds, config.margin)
         settings = config.to_meta()
         settings.pop("threads")
@@ -303,6 +333,7 @@ def _render_steps(scene, out_dir: Path, config: RenderConfig, source: str,
             "counts": {split: int(len(p)) for split, p in plan.items()},
             "scene_bounds": prep.bounds.tolist(), "scene_centre": centre.tolist(), "scene_radius": radius,
             "frame_bounds": prep.frame_box.tolist(), "frame_backdrops": list(prep.backdrops),
+            "placement_used": placement.used, "enclosure": round(float(placement.enclosure), 4),
             "render_device": prep.device, "camera_distance": distance, "val_depth_png_range": list(depth_range),
             "colour": "sRGB (Standard view transform), straight alpha",
             "conventions": "c2w OpenGL axes (NeRF-synthetic); depth planar, world units, 0 = background",
@@ -349,6 +380,10 @@ def _render_steps(scene, out_dir: Path, config: RenderConfig, source: str,
                     writers.write_png(out_dir / rel_b, vis_b.astype(np.uint8) * 255)
                 done += 1
                 yield done, total, f"val_visible/r_{i}{rotation_suffix(angle)}"
+        names = {n["id"]: n["name"] for n in prep.hierarchy.nodes}
+        result.coverage = train_coverage(out_dir, len(plan.get("train", [])), content_ids(prep, config), names,
+                                         placement.used)
+        writers.write_json(out_dir / "meta.json", {**meta, "coverage": result.coverage.to_json()})
     result.seconds = time.perf_counter() - t0
     return result
 

@@ -322,10 +322,176 @@ def vehicle(scene: bpy.types.Scene) -> None:
     _lights_and_world(scene)
 
 
+def _attach(child: bpy.types.Object, parent: bpy.types.Object) -> bpy.types.Object:
+    """Parent ``child`` to ``parent`` keeping its world placement (Ctrl+P, Object); ``parent``'s world matrix
+    must be its ``matrix_basis`` (unparented, or itself attached with this function)."""
+    child.parent = parent
+    child.matrix_parent_inverse = parent.matrix_basis.inverted()
+    return child
+
+
+def _point_light(scene: bpy.types.Scene, name: str, location, energy: float, radius: float = 0.3) -> None:
+    light = bpy.data.lights.new(name, "POINT")
+    light.energy = energy
+    light.shadow_soft_size = radius
+    obj = bpy.data.objects.new(name, light)
+    obj.location = location
+    scene.collection.objects.link(obj)
+
+
+def _dim_world(scene: bpy.types.Scene, strength: float) -> None:
+    world = bpy.data.worlds.new("World")
+    if hasattr(world, "use_nodes") and not world.use_nodes:
+        world.use_nodes = True
+    bg = next(n for n in world.node_tree.nodes if n.type == "BACKGROUND")
+    bg.inputs["Color"].default_value = (0.55, 0.6, 0.7, 1.0)
+    bg.inputs["Strength"].default_value = strength
+    scene.world = world
+
+
+def room(scene: bpy.types.Scene) -> None:
+    """A closed room (floor, four walls, ceiling; 6 x 5 x 2.7 m) with furniture, lit from inside.
+
+    Room → {Floor, Ceiling, Walls}; Dining → {table top with parented legs, TableItems → {plate, cup,
+    bottle, Fruit → {bowl, apple, orange}}}; Shelf (sides, boards with parented books, a vase);
+    Lounge → {sofa base with parented back and arms, Pillows, a rug, a floor lamp (shade parented to pole)}.
+    """
+    root = scene.collection
+    plaster = _material("Plaster", (0.82, 0.8, 0.74), (0.7, 0.68, 0.62), "noise", 3.0, 0.9)
+    parquet = _material("Parquet", (0.5, 0.33, 0.18), (0.38, 0.24, 0.12), "brick", 3.0, 0.6)
+    wood = _material("RoomWood", (0.35, 0.2, 0.1), (0.5, 0.3, 0.15), "wave", 4.0, 0.6)
+    pale = _material("PaleWood", (0.72, 0.6, 0.42), (0.6, 0.48, 0.32), "wave", 5.0, 0.6)
+    ceramic = _material("RoomCeramic", (0.9, 0.9, 0.86), (0.3, 0.45, 0.8), "checker", 8.0, 0.2)
+    red = _material("RoomGlaze", (0.75, 0.15, 0.1), (0.95, 0.6, 0.2), "noise", 10.0, 0.3)
+    glass = _material("BottleGlass", (0.1, 0.45, 0.2), (0.2, 0.6, 0.3), "noise", 6.0, 0.1)
+    fruit_a = _material("RoomApple", (0.7, 0.06, 0.05), (0.35, 0.6, 0.1), "noise", 5.0, 0.4)
+    fruit_o = _material("RoomOrange", (0.95, 0.5, 0.05), (0.85, 0.3, 0.02), "voronoi", 20.0, 0.5)
+    sofa_mat = _material("SofaFabric", (0.15, 0.3, 0.5), (0.1, 0.2, 0.38), "brick", 8.0, 0.9)
+    rug_mat = _material("Rug", (0.6, 0.15, 0.2), (0.85, 0.7, 0.4), "checker", 6.0, 0.9)
+    brass = _material("LampBrass", (0.8, 0.6, 0.25), (0.6, 0.45, 0.12), "noise", 4.0, 0.3, 1.0)
+    shade = _material("LampShade", (0.95, 0.9, 0.75), (0.85, 0.8, 0.65), "noise", 6.0, 0.8)
+
+    shell = _collection("Room", root)
+    _mesh_object("Floor", shell, _cube, parquet, (0, 0, -0.05), (6.24, 5.24, 0.1))
+    _mesh_object("Ceiling", shell, _cube, plaster, (0, 0, 2.75), (6.24, 5.24, 0.1))
+    walls = _collection("Walls", shell)
+    _mesh_object("WallNorth", walls, _cube, plaster, (0, 2.56, 1.35), (6.24, 0.12, 2.7))
+    _mesh_object("WallSouth", walls, _cube, plaster, (0, -2.56, 1.35), (6.24, 0.12, 2.7))
+    _mesh_object("WallEast", walls, _cube, plaster, (3.06, 0, 1.35), (0.12, 5.0, 2.7))
+    _mesh_object("WallWest", walls, _cube, plaster, (-3.06, 0, 1.35), (0.12, 5.0, 2.7))
+
+    dining = _collection("Dining", root)
+    tx, ty = 1.0, -0.9
+    top = _mesh_object("DiningTop", dining, _cube, wood, (tx, ty, 0.74), (1.4, 0.85, 0.05))
+    for k, (dx, dy) in enumerate([(0.62, 0.36), (-0.62, 0.36), (0.62, -0.36), (-0.62, -0.36)]):
+        _attach(_mesh_object(f"DiningLeg{k}", dining, _cube, wood, (tx + dx, ty + dy, 0.36), (0.06, 0.06, 0.72)), top)
+    items = _collection("TableItems", dining)
+    _mesh_object("Plate", items, _cylinder(32), ceramic, (tx - 0.35, ty - 0.1, 0.775), (0.28, 0.28, 0.02))
+    _mesh_object("Cup", items, _cone(0.5, 0.4), red, (tx - 0.05, ty - 0.22, 0.82), (0.1, 0.1, 0.11))
+    _mesh_object("Bottle", items, _cylinder(16), glass, (tx + 0.45, ty + 0.2, 0.92), (0.09, 0.09, 0.32))
+    fruit = _collection("Fruit", items)
+    _mesh_object("FruitBowl", fruit, _cone(0.5, 0.3), ceramic, (tx + 0.15, ty + 0.15, 0.81), (0.3, 0.3, 0.09))
+    _mesh_object("RoomApple", fruit, _sphere, fruit_a, (tx + 0.1, ty + 0.12, 0.88), (0.1, 0.1, 0.1), smooth=True)
+    _mesh_object("RoomOrange", fruit, _sphere, fruit_o, (tx + 0.21, ty + 0.18, 0.885), (0.11, 0.11, 0.11),
+                 smooth=True)
+
+    shelf = _collection("Shelf", root)
+    sx, sy = -2.78, -0.9  # against the west wall, facing +x
+    side = _mesh_object("ShelfSideL", shelf, _cube, pale, (sx, sy - 0.52, 0.9), (0.36, 0.04, 1.8))
+    _attach(_mesh_object("ShelfSideR", shelf, _cube, pale, (sx, sy + 0.52, 0.9), (0.36, 0.04, 1.8)), side)
+    boards = [_attach(_mesh_object(f"ShelfBoard{k}", shelf, _cube, pale, (sx, sy, z), (0.36, 1.0, 0.03)), side)
+              for k, z in enumerate([0.15, 0.8, 1.45])]
+    palette = [(0.7, 0.1, 0.1), (0.1, 0.3, 0.7), (0.1, 0.55, 0.2), (0.8, 0.65, 0.1), (0.45, 0.1, 0.5)]
+    for row, board in enumerate(boards[:2]):
+        y = sy - 0.42
+        for k in range(3):
+            w, hgt = 0.07 + 0.02 * ((k + row) % 2), 0.26 + 0.04 * ((k * 2 + row) % 3)
+            c = palette[(k + 2 * row) % len(palette)]
+            mat = _material(f"RoomBook{row}{k}", c, tuple(min(1.0, v + 0.25) for v in c), "brick", 10.0, 0.6)
+            z = board.location[2] + 0.015 + hgt / 2
+            _attach(_mesh_object(f"Book{row}{k}", shelf, _cube, mat, (sx + 0.02, y + w / 2, z), (0.24, w, hgt)), board)
+            y += w + 0.03
+    _mesh_object("ShelfVase", shelf, _cone(0.5, 0.3, 24), red, (sx, sy + 0.2, 1.6), (0.18, 0.18, 0.28), smooth=True)
+
+    lounge = _collection("Lounge", root)
+    fx, fy = -0.6, 2.02  # sofa against the north wall, facing -y
+    base = _mesh_object("SofaBase", lounge, _cube, sofa_mat, (fx, fy, 0.22), (2.0, 0.8, 0.44))
+    _attach(_mesh_object("SofaBack", lounge, _cube, sofa_mat, (fx, fy + 0.3, 0.7), (2.0, 0.2, 0.52)), base)
+    for k, dx in enumerate([-1.08, 1.08]):
+        _attach(_mesh_object(f"SofaArm{k}", lounge, _cube, sofa_mat, (fx + dx, fy, 0.36), (0.16, 0.8, 0.72)), base)
+    pillows = _collection("Pillows", lounge)
+    pillow_cols = [(0.85, 0.75, 0.2), (0.8, 0.35, 0.1), (0.3, 0.65, 0.5)]
+    for k, dx in enumerate([-0.6, 0.0, 0.6]):
+        mat = _material(f"Pillow{k}", pillow_cols[k], tuple(min(1.0, v + 0.2) for v in pillow_cols[k]), "checker",
+                        6.0, 0.9)
+        _mesh_object(f"Pillow{k}", pillows, _sphere, mat, (fx + dx, fy + 0.1, 0.64), (0.42, 0.16, 0.38), smooth=True)
+    _mesh_object("Rug", lounge, _cube, rug_mat, (fx, 0.6, 0.01), (2.2, 1.4, 0.02))
+    pole = _mesh_object("LampPole", lounge, _cylinder(12), brass, (2.5, 2.05, 0.8), (0.05, 0.05, 1.6))
+    _attach(_mesh_object("LampShade", lounge, _cone(0.5, 0.3), shade, (2.5, 2.05, 1.62), (0.45, 0.45, 0.35)), pole)
+
+    _point_light(scene, "CeilingLight", (0.0, 0.0, 2.45), 400.0, 0.5)
+    _point_light(scene, "CornerLight", (-2.0, -1.8, 2.2), 150.0, 0.3)
+    _point_light(scene, "LampLight", (2.5, 2.05, 1.5), 80.0, 0.1)
+    _dim_world(scene, 0.2)
+
+
+def surroundings(scene: bpy.types.Scene) -> None:
+    """Content with surroundings: a picnic table set on an 80 m ground, with trees, rocks and a house
+    15-30 m away. Picnic → {table top with parented legs, Benches, TableItems}; Surroundings → {Trees
+    (crowns parented to trunks), Rocks, House (roof parented to the body)}."""
+    root = scene.collection
+    grass = _material("Grass", (0.2, 0.45, 0.12), (0.3, 0.55, 0.18), "noise", 0.5, 0.9)
+    wood = _material("PicnicWood", (0.5, 0.3, 0.14), (0.35, 0.2, 0.08), "wave", 4.0, 0.7)
+    bark = _material("Bark", (0.3, 0.2, 0.1), (0.2, 0.13, 0.07), "wave", 8.0, 0.9)
+    leaves = _material("Leaves", (0.1, 0.4, 0.1), (0.2, 0.55, 0.15), "voronoi", 3.0, 0.8)
+    stone = _material("Stone", (0.5, 0.5, 0.48), (0.35, 0.35, 0.33), "voronoi", 4.0, 0.8)
+    brick = _material("HouseBrick", (0.7, 0.35, 0.25), (0.8, 0.75, 0.7), "brick", 2.0, 0.8)
+    tiles = _material("RoofTiles", (0.45, 0.12, 0.08), (0.3, 0.08, 0.05), "brick", 3.0, 0.7)
+    ceramic = _material("PicnicCeramic", (0.92, 0.92, 0.88), (0.2, 0.4, 0.8), "checker", 8.0, 0.2)
+    red = _material("PicnicRed", (0.8, 0.1, 0.1), (0.95, 0.9, 0.9), "checker", 10.0, 0.6)
+    glass = _material("PicnicGlass", (0.15, 0.35, 0.6), (0.3, 0.5, 0.7), "noise", 6.0, 0.1)
+
+    ground = _collection("Ground", root)
+    _mesh_object("Ground", ground, lambda bm: bmesh.ops.create_grid(bm, x_segments=1, y_segments=1, size=40.0),
+                 grass, (0, 0, 0))
+    picnic = _collection("Picnic", root)
+    top = _mesh_object("PicnicTop", picnic, _cube, wood, (0, 0, 0.74), (1.8, 0.8, 0.05))
+    for k, (dx, dy) in enumerate([(0.8, 0.32), (-0.8, 0.32), (0.8, -0.32), (-0.8, -0.32)]):
+        _attach(_mesh_object(f"PicnicLeg{k}", picnic, _cube, wood, (dx, dy, 0.36), (0.07, 0.07, 0.72)), top)
+    benches = _collection("Benches", picnic)
+    for k, y in enumerate([0.75, -0.75]):
+        seat = _mesh_object(f"BenchSeat{k}", benches, _cube, wood, (0, y, 0.45), (1.8, 0.32, 0.05))
+        for j, dx in enumerate([0.75, -0.75]):
+            _attach(_mesh_object(f"BenchLeg{k}{j}", benches, _cube, wood, (dx, y, 0.21), (0.06, 0.28, 0.42)), seat)
+    items = _collection("PicnicItems", picnic)
+    _mesh_object("Basket", items, _cylinder(20), red, (-0.5, 0.05, 0.89), (0.36, 0.26, 0.24))
+    _mesh_object("Jug", items, _cylinder(16), glass, (0.35, 0.15, 0.9), (0.12, 0.12, 0.27))
+    for k, (x, y) in enumerate([(0.05, -0.2), (0.55, -0.2)]):
+        _mesh_object(f"PicnicPlate{k}", items, _cylinder(32), ceramic, (x, y, 0.775), (0.26, 0.26, 0.02))
+    _mesh_object("Melon", items, _sphere, leaves, (0.05, -0.2, 0.86), (0.16, 0.16, 0.15), smooth=True)
+
+    far = _collection("Surroundings", root)
+    trees = _collection("Trees", far)
+    for k, (x, y, s) in enumerate([(14.0, 6.0, 1.0), (-12.0, 10.0, 1.2), (4.0, -16.0, 0.9)]):
+        trunk = _mesh_object(f"Trunk{k}", trees, _cylinder(12), bark, (x, y, 1.5 * s), (0.5 * s, 0.5 * s, 3.0 * s))
+        _attach(_mesh_object(f"Crown{k}", trees, _sphere, leaves, (x, y, 4.2 * s), (3.2 * s, 3.2 * s, 3.4 * s),
+                             smooth=True), trunk)
+    rocks = _collection("Rocks", far)
+    for k, (x, y, s) in enumerate([(-9.0, -8.0, 1.4), (18.0, -5.0, 2.0)]):
+        _mesh_object(f"Rock{k}", rocks, _sphere, stone, (x, y, 0.3 * s), (s * 1.3, s, s * 0.8))
+    house = _collection("House", far)
+    body = _mesh_object("HouseBody", house, _cube, brick, (-6.0, 24.0, 2.0), (8.0, 6.0, 4.0))
+    _attach(_mesh_object("HouseRoof", house, _cone(0.72, 0.0, 4), tiles, (-6.0, 24.0, 5.5),
+                         (11.0, 8.5, 3.0), rotation=(0, 0, math.pi / 4)), body)
+    _lights_and_world(scene)
+
+
 EXAMPLES: dict[str, Callable[[bpy.types.Scene], None]] = {
     "table_set": table_set,
     "bookshelf": bookshelf,
     "vehicle": vehicle,
+    "room": room,
+    "surroundings": surroundings,
 }
 
 #: The bundled demo / test fixture.

@@ -13,6 +13,13 @@ decides where the cameras go.
   :data:`BACKDROP_FACTOR` times the largest side of the world box around all non-flat objects). A 6 m
   floor under a 1 m desk is a backdrop; a table top, a plate or a book is flat but not large. With no
   non-flat object (or when every object would be a backdrop) everything is framed.
+  :func:`structure_mask` extends the rule to **enclosing structure** (walls, a ceiling, a floor under a
+  room's furniture, a ground) that the size rule misses because the furniture spans the room: a *slab*
+  (smallest dimension at most :data:`SLAB_RATIO` of its middle one) whose face area is at least
+  :data:`STRUCTURE_AREA_FACTOR` times the largest face of any non-slab object, with at least
+  :data:`ONE_SIDED_SHARE` of the non-slab objects on one side of it (a wall has the room on one side; a
+  table top has legs below and cups above). An object whose box holds at least :data:`CONTAINER_SHARE` of
+  the other objects' centres (a room modelled as one closed box) is structure too.
 - ``("*",)``: everything that renders.
 - names: the rendered objects at or below each named collection or object of the hierarchy (a collection
   frames its nested collections, an object its child objects and realised instances).
@@ -30,6 +37,19 @@ FLAT_RATIO = 0.05
 #: A flat object is a backdrop when its largest dimension is at least this many times the largest side
 #: of the box around all non-flat objects.
 BACKDROP_FACTOR = 3.0
+
+#: A slab: smallest world-space dimension at most this fraction of the middle one (walls 10-20 cm thick).
+SLAB_RATIO = 0.1
+
+#: A slab is structure when its face (largest x middle dimension) is at least this many times the largest
+#: face of any object that is not a slab ...
+STRUCTURE_AREA_FACTOR = 4.0
+
+#: ... and at least this share of the non-slab objects' centres lie on one side of its mid-plane.
+ONE_SIDED_SHARE = 0.9
+
+#: An object whose box holds at least this share of the other objects' centres (at least two) is structure.
+CONTAINER_SHARE = 0.9
 
 #: ``RenderConfig.frame`` value that frames everything that renders.
 FRAME_ALL = "*"
@@ -64,6 +84,47 @@ def backdrop_mask(corners: np.ndarray) -> np.ndarray:
     if extent <= 0:
         return np.zeros(len(c), dtype=bool)
     return flat & (dims[:, 2] >= BACKDROP_FACTOR * extent)
+
+
+def _axes(c: np.ndarray) -> np.ndarray:
+    """Edge vectors [3, 3] (local x, y, z) of one box's world corners [8, 3] (``bound_box`` order)."""
+    return np.stack([c[4] - c[0], c[3] - c[0], c[1] - c[0]])
+
+
+def structure_mask(corners: np.ndarray) -> np.ndarray:
+    """Which objects (world bounding-box corners [N, 8, 3]) are backdrops or enclosing structure (bool [N]).
+
+    :func:`backdrop_mask` (large flat objects), plus large one-sided slabs and containers; see the module doc.
+    """
+    c = np.asarray(corners, dtype=np.float64).reshape(-1, 8, 3)
+    out = backdrop_mask(c)
+    if len(c) < 2:
+        return out
+    dims = box_dimensions(c)
+    order = np.argsort(dims, axis=1, kind="stable")
+    sd = np.take_along_axis(dims, order, axis=1)
+    slab = (sd[:, 1] > 0) & (sd[:, 0] <= SLAB_RATIO * sd[:, 1])
+    centres = c.mean(axis=1)
+    solid = ~slab
+    if solid.any():
+        biggest_face = float((sd[solid, 1] * sd[solid, 2]).max())
+        for i in np.flatnonzero(slab & (sd[:, 1] * sd[:, 2] >= STRUCTURE_AREA_FACTOR * biggest_face)):
+            ax = _axes(c[i])
+            normal = np.cross(ax[order[i, 1]], ax[order[i, 2]])
+            if np.linalg.norm(normal) == 0:
+                continue
+            side = (centres[solid] - centres[i]) @ (normal / np.linalg.norm(normal))
+            if max(float((side > 0).mean()), float((side < 0).mean())) >= ONE_SIDED_SHARE:
+                out[i] = True
+    lo, hi = c.min(axis=1), c.max(axis=1)
+    for i in range(len(c)):
+        others = np.delete(centres, i, axis=0)
+        inside = np.all((others >= lo[i]) & (others <= hi[i]), axis=1)
+        if len(others) >= 2 and inside.mean() >= CONTAINER_SHARE:
+            out[i] = True
+    if out.all():
+        return np.zeros(len(c), dtype=bool)
+    return out
 
 
 def named_leaves(nodes: list[dict], names) -> tuple[list[int], list[str]]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import framing
 from . import hierarchy as hier
-from .cameras import intrinsics, orbit_poses, fit_distance
+from .cameras import intrinsics
 from .config import ENGINES, RenderConfig
 from .errors import DatasetError
 from .exr import read_exr_parts
@@ -514,6 +514,10 @@ class RenderedViews:
     K: np.ndarray
     hierarchy: hier.Hierarchy
     bounds: np.ndarray
+    content_ids: tuple[int, ...] = ()
+    """Leaf ids of the content objects (not backdrop or enclosing structure); see :mod:`dataset_tools.coverage`."""
+    placement: str = ""
+    """The placement used (``orbit``, ``orbit-scored``, ``inside``; empty for given poses)."""
 
     @property
     def rgb(self) -> np.ndarray:
@@ -528,15 +532,18 @@ def render_views_steps(scene=None, config: RenderConfig | None = None,
     restores the scene exactly as :func:`render_views` does."""
     scene = scene or bpy.context.scene
     config = config or RenderConfig()
+    from .camera_plan import content_ids, plan_cameras
+
     with prepared_scene(scene, config) as prep:
+        used = ""
         if poses is None:
             if config.use_scene_cameras:
                 poses = scene_camera_poses(scene)
                 if len(poses) == 0:
                     raise DatasetError("the scene has no camera objects (use_scene_cameras)")
             else:
-                dist = fit_distance(prep.radius, config.camera_angle_x, config.width, config.height, config.margin)
-                poses = orbit_poses(config.n_train, prep.centre, dist, config.seed, 0, config.hemisphere)
+                placement = plan_cameras(prep, config, {"train": config.n_train})
+                poses, used = placement.poses["train"], placement.used
         poses = np.asarray(poses, dtype=np.float64)
         views = []
         for c2w in poses:
@@ -545,7 +552,8 @@ def render_views_steps(scene=None, config: RenderConfig | None = None,
         K = intrinsics(config.width, config.height, config.camera_angle_x)
         return RenderedViews(rgba=np.stack([v.rgba for v in views]), depth=np.stack([v.depth for v in views]),
                              ids=np.stack([v.ids for v in views]), c2w=poses.astype(np.float32),
-                             K=K.astype(np.float32), hierarchy=prep.hierarchy, bounds=prep.bounds)
+                             K=K.astype(np.float32), hierarchy=prep.hierarchy, bounds=prep.bounds,
+                             content_ids=tuple(content_ids(prep, config)), placement=used)
 
 
 def render_views(scene=None, config: RenderConfig | None = None, poses: np.ndarray | None = None,
