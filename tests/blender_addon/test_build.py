@@ -74,7 +74,12 @@ for name, kind in [("segment", "INT"), ("segment_level_0", "INT"), ("segment_col
 before = props.segments
 props.granularity = 0.9  # recolours from the returned tree
 assert props.segments < before, (before, props.segments)
-print("SEGMENT_OK", n, "points", props.segments, "segments", "%.1f s" % seconds)
+props.granularity = 0.3
+assert bpy.ops.useg.separate_segments(max_objects=3) == {"FINISHED"}  # more point clouds, same way
+parts = list(bpy.data.collections[obj.name + " segments"].objects)
+assert len(parts) >= 2 and all(p.type == "POINTCLOUD" for p in parts), [(p.name, p.type) for p in parts]
+assert sum(len(p.data.points) for p in parts) == n
+print("SEGMENT_OK", n, "points", before, "segments", "%.1f s" % seconds, "separated into", len(parts))
 """
 
 #: The Blenders the add-on is tested on: this environment's bpy (5.3 on Python 3.13, or 5.0 on 3.11), and the
