@@ -128,8 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated collections or objects the cameras frame; '*' = everything "
                         "(default: everything but large flat backdrops such as a floor)")
     r.add_argument("--placement", choices=PLACEMENTS, default=d.placement,
-                   help="where cameras go: orbit (around the content), inside (in an enclosed room's free space), "
-                        "auto = inside when walls enclose the content, else orbit (default %(default)s)")
+                   help="where cameras go: orbit (the hemisphere around the content), inside (in an enclosed "
+                        "room's free space), auto = inside when walls enclose the content, the hemisphere for a "
+                        "tabletop, else views chosen by ray casts (default %(default)s)")
     r.add_argument("--threads", type=_int_at_least(0), default=0, help="render threads (0 = all cores)")
     r.add_argument("--device", choices=DEVICES, default=d.device,
                    help="Cycles device: auto = a GPU when Blender finds one, else CPU (default %(default)s)")

@@ -67,10 +67,10 @@ class RenderConfig:
     names of collections / objects (their rendered objects). Rendering and ground truth cover the whole
     scene either way."""
     placement: str = "auto"
-    """Where sampled cameras go (see :mod:`dataset_tools.placement`): ``orbit`` (around the content; the
-    plain hemisphere for a tabletop, views chosen by ray casts when walls or distant groups are around),
-    ``inside`` (positions in the free space of an enclosed room looking at content) or ``auto`` (``inside``
-    when the content is enclosed by structure, else ``orbit``)."""
+    """Where sampled cameras go (see :mod:`dataset_tools.placement`): ``orbit`` (the hemisphere around the
+    framed content), ``inside`` (positions in the free space of an enclosed room looking at content) or
+    ``auto`` (``inside`` when structure encloses the content; the hemisphere for one compact group such as
+    a tabletop; else views around the content's groups and objects chosen by ray casts, ``orbit-scored``)."""
     extra: dict = field(default_factory=dict)
     """Free-form settings recorded in meta.json (not interpreted)."""
 

@@ -2,15 +2,15 @@
 
 Three placements (``RenderConfig.placement``, ``--placement``):
 
-- ``orbit``: cameras around the content. When the content is one compact group and nothing but a floor
-  or ground stands around it (a tabletop), these are exactly the hemisphere views
-  (:func:`dataset_tools.cameras.orbit_poses`). Otherwise (content in several groups, e.g. a scene with
-  distant surroundings, or walls around it) candidate views around the groups and around each object are
-  scored and chosen as below (``orbit-scored``).
+- ``orbit``: the hemisphere around the framed content (:func:`dataset_tools.cameras.orbit_poses`), as
+  before placement existed.
 - ``inside``: positions in the free space of an enclosed room (inside the box that the enclosing
   structure bounds, at several heights), each looking at a content object, scored and chosen as below.
 - ``auto`` (default): ``inside`` when the content is enclosed (rays from the content's centre hit
-  structure in at least :attr:`PlacementSettings.enclosed_share` of all directions), else ``orbit``.
+  structure in at least :attr:`PlacementSettings.enclosed_share` of all directions); else ``orbit`` when
+  the content is one compact group with no structure rising beside it (a tabletop, also on a floor);
+  else (content in several groups, e.g. with distant surroundings, or walls around it) ``orbit-scored``:
+  candidate views around the groups and around each object, scored and chosen as below.
 
 Scoring (:func:`score_poses`): a grid of rays per candidate gives the share of the image on content
 (objects that are not backdrop or enclosing structure), each content object's share, and the obstacle
@@ -447,24 +447,51 @@ def inner_box(hits: np.ndarray, centre: np.ndarray, clearance: float) -> np.ndar
 
 
 def _rotation_ok(cast: CastFn, pose: np.ndarray, centre: np.ndarray, angles, K, width, height, model,
-                 obstacle: float, room, settings: PlacementSettings) -> bool:
+                 obstacle: float, room, settings: PlacementSettings) -> tuple[bool, float]:
+    """Whether every copy of ``pose`` turned by ``angles`` about the vertical through ``centre`` passes the
+    checks (in a room: stays inside it), and the smallest content share among them."""
     turned = np.stack([rotate_about_axis(pose, centre, a) for a in angles]) if len(angles) else np.zeros((0, 4, 4))
     if room is not None and not all(_inside_box(p[:3, 3], room) for p in turned):
-        return False
+        return False, 0.0
     if not len(turned):
-        return True
+        return True, 1.0
     s = score_poses(cast, turned, K, width, height, model, obstacle, max(8, settings.grid // 2))
-    return bool(np.all(s.obstacle <= settings.max_obstacle_share) & np.all(s.backface <= 0.5)
-                & np.all(s.share >= settings.min_content_share))
+    ok = bool(np.all(s.obstacle <= settings.max_obstacle_share) & np.all(s.backface <= 0.5)
+              & np.all(s.share >= settings.min_content_share))
+    return ok, float(s.share.min())
+
+
+def focus_candidates(out: _Candidates, cast: CastFn, centre: np.ndarray, radius: float, count: int,
+                     rng: np.random.Generator, fov: float, width: int, height: int, clearance: float,
+                     room: np.ndarray | None, settings: PlacementSettings) -> None:
+    """Add ``count`` candidates looking at ``centre``: in a room from free positions at several heights,
+    else from around it (the distance at which ``radius`` fits, and 0.7 of it)."""
+    d = fit_distance(radius, fov, width, height, 0.1)
+    dirs = _elevated_directions(count, rng, 0.05, 0.95)
+    for k in range(count):
+        if room is not None:
+            lo, hi = room
+            h = settings.heights[k % len(settings.heights)]
+            eye = np.array([rng.uniform(lo[0], hi[0]), rng.uniform(lo[1], hi[1]), lo[2] + h * (hi[2] - lo[2])])
+        else:
+            eye = centre + d * (1.0 if k % 2 == 0 else 0.7) * dirs[k]
+        eye = pull_in(cast, eye, centre, -1, clearance, 2 * clearance)
+        if eye is not None and _inside_box(eye, room):
+            out.add(eye, centre)
 
 
 def resolve(placement: str, model: SceneModel, enclosure_share: float, settings: PlacementSettings,
             framed_all: bool = False) -> str:
-    """The placement to use: ``orbit`` (the plain hemisphere), ``orbit-scored`` or ``inside``."""
-    if placement == "inside" or (placement == "auto" and enclosure_share >= settings.enclosed_share):
-        return "inside"
-    if framed_all or not model.content.any():
+    """The placement to use: ``orbit`` (the plain hemisphere), ``orbit-scored`` or ``inside``.
+
+    ``orbit`` asked for is the plain hemisphere. ``auto``: ``inside`` when the content is enclosed; the plain
+    hemisphere when the content is one compact group with no structure rising beside it (a tabletop, also on
+    a floor); else ``orbit-scored`` (distant groups, or walls around the content).
+    """
+    if placement == "orbit" or framed_all or not model.content.any():
         return "orbit"
+    if placement == "inside" or enclosure_share >= settings.enclosed_share:
+        return "inside"
     groups = clusters(model.boxes[model.content])
     box = model.content_box
     tops = model.boxes[model.structure].max(axis=1)[:, 2] if model.structure.any() else np.zeros(0)
@@ -507,6 +534,9 @@ def plan(cast: CastFn, cast_structure: CastFn | None, model: SceneModel, counts:
         rng = np.random.default_rng([int(seed), int(streams[split]), 7])
         count = int(min(settings.max_candidates, max(settings.min_candidates, settings.candidates_per_view * n)))
         cand = generate_candidates(cast, model, count, rng, fov, width, height, clearance, room, settings)
+        if split == "val" and len(rotations):  # views of the turning axis keep seeing content when turned
+            focus_candidates(cand, cast, centre, main_radius, count // 2, rng, fov, width, height, clearance, room,
+                             settings)
         poses = cand.array()
         reach = np.linalg.norm(poses[:, :3, 3] - np.array(cand.targets).reshape(-1, 3), axis=1) if len(poses) else 0.0
         scores = score_poses(cast, poses, K, width, height, model,
@@ -515,8 +545,10 @@ def plan(cast: CastFn, cast_structure: CastFn | None, model: SceneModel, counts:
                  & (scores.share >= settings.min_content_share))
         if split == "val" and len(rotations):
             for i in np.flatnonzero(valid):
-                valid[i] = _rotation_ok(cast, poses[i], centre, rotations, K, width, height, model, clearance,
-                                        room, settings)
+                ok, worst = _rotation_ok(cast, poses[i], centre, rotations, K, width, height, model, clearance,
+                                         room, settings)
+                valid[i] = ok
+                scores.share[i] = min(float(scores.share[i]), worst)
         centres, _ = object_spheres(model)
         picked = greedy_select(scores, poses[:, :3, 3] if len(poses) else np.zeros((0, 3)), centres, n, valid,
                                settings)

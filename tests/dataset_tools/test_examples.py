@@ -24,7 +24,7 @@ def _depth_of(nodes: list[dict]) -> dict[int, int]:
     return out
 
 
-@pytest.mark.parametrize("name", ["table_set", "bookshelf", "vehicle"])
+@pytest.mark.parametrize("name", ["table_set", "bookshelf", "vehicle", "room", "surroundings"])
 def test_example_has_a_real_hierarchy_and_textured_materials(name):
     import bpy
 
