@@ -83,3 +83,51 @@ def test_mask_sources_say_which_ground_truth_they_read():
     with_alpha = MaskConfig(source="classical", classical=ClassicalConfig(use_alpha=True, use_depth=True))
     assert with_alpha.ground_truth_read() == ["alpha foreground", "rendered depth"]
     assert MaskConfig(source="sam").ground_truth_read() == []
+
+
+def _synthetic_view():
+    """One 40x40 view: three objects in two collections on a background without depth."""
+    from backend.core.scene import Scene
+    from backend.method.data import GroundTruth
+
+    ids = np.zeros((40, 40), np.uint16)
+    ids[5:20, 5:20], ids[5:20, 22:35], ids[24:36, 5:35] = 1, 2, 3
+    gt = GroundTruth(ids=ids[None], levels={"object": {1: 1, 2: 2, 3: 3}, "collection": {1: 10, 2: 10, 3: 11},
+                                            "scene": {1: 100, 2: 100, 3: 100}}, hierarchy={})
+    depth = np.where(ids > 0, 2.0, 0.0).astype(np.float32)[None]
+    K = np.array([[[40.0, 0, 20], [0, 40.0, 20], [0, 0, 1]]], np.float32)
+    scene = Scene(rgb=np.zeros((1, 40, 40, 3), np.uint8), c2w=np.eye(4, dtype=np.float32)[None], K=K, depth=depth,
+                  names=["r_0.png"])
+    return ids, gt, scene
+
+
+def test_silhouette_alone_no_longer_scores_and_every_row_gets_the_same_region(tmp_path):
+    from backend.core.metrics import Prediction, query_masks
+    from backend.method.evaluation import ViewPredictions, score, with_no_surface_region
+
+    ids, gt, scene = _synthetic_view()
+    ec = EvalConfig(rotations=(), samples=50, min_size=5)
+    silhouette = ViewPredictions(val=[Prediction((ids > 0).astype(np.int64)[None])])
+    coll = np.array([0, 10, 10, 11])[ids]
+    perfect = ViewPredictions(val=[Prediction(np.stack([ids, coll, ids > 0]).astype(np.int64))])  # 3 cuts
+    s = score(with_no_surface_region(silhouette, scene, {}), scene, gt, {}, tmp_path, ec).row
+    p = score(with_no_surface_region(perfect, scene, {}), scene, gt, {}, tmp_path, ec).row
+    assert s["NC_scene"] == pytest.approx(1.0) and p["NC_scene"] == pytest.approx(1.0)
+    assert p["NC_mean"] == pytest.approx(1.0) and s["NC_mean"] < 0.6, "the scene level is not in NC_mean"
+    assert s["NC_mean_with_scene"] > s["NC_mean"]
+    # input masks that never cover the background get the same no-surface region as the 3D rows
+    masks = np.stack([ids == 1, ids == 2, ids == 3, ids > 0])
+    raw = ViewPredictions(val=[query_masks(masks, 4)])
+    given = with_no_surface_region(raw, scene, {})
+    assert given.val[0].regions is not None and given.val[0].regions[-1].sum() == (ids == 0).sum()
+    r = score(given, scene, gt, {}, tmp_path, ec).row
+    assert r["NC_scene"] == pytest.approx(1.0) and r["NC_obj"] == pytest.approx(1.0)
+
+
+def test_ours_2d_unassigned_pixels_are_one_region():
+    from backend.core.metrics import normalized_covering, unassigned_as_region
+
+    ids, _, _ = _synthetic_view()
+    pred = np.where(ids == 3, -1, ids.astype(np.int64))[None]  # object 3 left out of the kept segments
+    assert normalized_covering(pred, (ids == 3)[None], 5) == 0.0
+    assert normalized_covering(unassigned_as_region(pred), (ids == 3)[None], 5) > 0.0
