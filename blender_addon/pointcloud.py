@@ -6,8 +6,9 @@ Two ways, chosen by what this Blender's Python API has (checked on bpy 4.2.23, 4
 
 - ``PointCloud.resize`` (Blender 5.3; absent in 4.2, 4.5 and 5.0): ``bpy.data.pointclouds.new`` sized at once;
 - otherwise (4.2 LTS to 5.0): a Geometry Nodes *Mesh to Points* evaluated once on a temporary vertex-only
-  mesh in a temporary scene; the evaluated point cloud is copied into ``bpy.data`` and every temporary data
-  block removed again. The copy keeps the vertices' order and exact positions.
+  mesh in a temporary scene (``ViewLayer.update`` evaluates it without a context); the evaluated point cloud
+  is copied into ``bpy.data`` and every temporary data block removed again. The copy keeps the vertices'
+  order and exact positions.
 
 Either way the result is a ``PointCloud`` with ``position`` and ``radius`` point attributes; callers add
 their own attributes to it.
@@ -67,8 +68,9 @@ def _via_geometry_nodes(name: str, points: np.ndarray):
         obj.modifiers.new("to_points", "NODES").node_group = tree
         scene = bpy.data.scenes.new(name + ".tmp")
         scene.collection.objects.link(obj)
-        with bpy.context.temp_override(scene=scene, view_layer=scene.view_layers[0]):
-            depsgraph = bpy.context.evaluated_depsgraph_get()  # a new scene has none until asked for one
+        layer = scene.view_layers[0]
+        layer.update()  # makes and evaluates the new scene's depsgraph; needs no context
+        depsgraph = layer.depsgraph
         evaluated = [inst.object.data for inst in depsgraph.object_instances if inst.object.type == "POINTCLOUD"]
         if len(evaluated) != 1 or len(evaluated[0].points) != points.shape[0]:
             raise PointCloudUnavailable(f"Mesh to Points gave {[len(e.points) for e in evaluated]} points, "

@@ -29,7 +29,9 @@ def test_new_point_cloud_keeps_points_in_order_and_no_temporaries(direct):
 
     points = np.random.default_rng(1).normal(size=(5000, 3)).astype(np.float32) * 7.3
     before = _counts(bpy)
-    pc = new_point_cloud("pc_test", points, radius=0.125, direct=direct)
+    with bpy.context.temp_override(scene=None, view_layer=None):  # no context needed (timers, headless)
+        assert bpy.context.scene is None
+        pc = new_point_cloud("pc_test", points, radius=0.125, direct=direct)
     try:
         assert pc.name == "pc_test" and not pc.is_evaluated and len(pc.points) == 5000
         pos = np.empty(points.size, np.float32)
