@@ -53,7 +53,7 @@ class PlacementSettings:
     """Rays per image side when scoring a candidate (grid x grid rays through pixel positions)."""
     candidates_per_view: int = 8
     """Candidate poses scored per requested view (at least :attr:`min_candidates`)."""
-    min_candidates: int = 480
+    min_candidates: int = 800
     """Fewest candidates scored for a split."""
     max_candidates: int = 1200
     """Most candidates scored for a split."""
@@ -68,7 +68,7 @@ class PlacementSettings:
     """A candidate is rejected when more than this share of its rays hit a surface nearer than the obstacle distance."""
     min_content_share: float = 0.05
     """A candidate is rejected when less than this share of its rays hit content."""
-    seen_share: float = 0.01
+    seen_share: float = 0.0075
     """An object counts as seen by a candidate when at least this share of its rays hit it."""
     size_share: float = 0.04
     """An object's credit grows with its share of the view up to this share."""

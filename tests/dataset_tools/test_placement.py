@@ -324,3 +324,30 @@ def test_cli_prints_coverage_and_warns(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "dataset_tools", "render", str(blend), str(tmp_path / "o2"),
                           "--placement", "outside"], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert bad.returncode == 2 and "invalid choice: 'outside'" in bad.stderr
+
+
+def test_open_room_with_things_outside(tmp_path):
+    """The room with its ceiling and two walls removed, two floor slabs and a table outside (the kind of scene
+    the issue reported): the remaining shell is found, the furniture is seen."""
+    import bpy
+
+    from dataset_tools import examples
+    from dataset_tools.dataset import render_dataset_from_open_scene
+
+    scene = examples.build_example("room")
+    for name in ("Ceiling", "WallSouth", "WallEast"):
+        bpy.data.objects.remove(bpy.data.objects[name])
+    grey, shell = bpy.data.materials["Plaster"], bpy.data.collections["Room"]
+    for name, xy in (("Slab1", (6.0, 0.0)), ("Slab2", (0.0, -6.0))):
+        examples._mesh_object(name, shell, examples._cube, grey, (*xy, -0.05), (5, 5, 0.1))
+    outside = bpy.data.collections.new("Outside")
+    scene.collection.children.link(outside)
+    examples._mesh_object("OutTop", outside, examples._cube, grey, (6.5, 1.0, 0.74), (1.2, 0.8, 0.05))
+    for k, (dx, dy) in enumerate([(0.5, 0.3), (-0.5, 0.3), (0.5, -0.3), (-0.5, -0.3)]):
+        examples._mesh_object(f"OutLeg{k}", outside, examples._cube, grey, (6.5 + dx, 1.0 + dy, 0.36), (0.06, 0.06, 0.72))
+    out = tmp_path / "open"
+    render_dataset_from_open_scene(out, make_config(**ACCEPT), scene=scene, source="open room")
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["frame_backdrops"]) == {"Floor", "WallNorth", "WallWest", "Slab1", "Slab2"}
+    seen, share, views = measured(out, set(meta["frame_backdrops"]))
+    assert seen >= 0.8 and share >= 0.3, (seen, share, views)
