@@ -13,8 +13,8 @@
 #    project with all extras. Afterwards: .venv/bin/backend demo, .venv/bin/python -m pytest -q.
 # --other-blender: .venv-other-blender holds only the other Blender: the oldest supported one, bpy 4.2 LTS
 #    with the numpy 1.26 it ships, on Python 3.11 beside a 3.13 project (or bpy 5.3.0 on 3.13 beside a 3.11
-#    one); tests/blender_addon/test_build.py installs the built add-on in it and runs Segment Scene there too.
-#    CI uses it; it fails when that Python is missing.
+#    one), and pytest; tests/blender_addon/test_build.py installs the built add-on in it and runs Segment Scene
+#    there too, test_other_blender.py its release-dependent tests. CI uses it; it fails without that Python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,7 @@ declare -A BPY=([3.13]="bpy==5.3.0" [3.11]="bpy==5.0.1")
 # the other Blender for the add-on tests: the newest (5.3) beside a 3.11 project, the oldest supported (4.2 LTS,
 # with the numpy its release ships) beside a 3.13 one
 declare -A OTHER_BPY=([3.13]="bpy==5.3.0" [3.11]="bpy==4.2.23 numpy==1.26.4")
+OTHER_TEST_TOOLS="pytest>=8 pytest-timeout>=2.3"  # tests/blender_addon/test_other_blender.py runs tests there
 PIP_FLAGS=(-q --disable-pip-version-check)
 say() { echo "setup: $*" >&2; }
 SUDO=""
@@ -145,7 +146,7 @@ if [ "$OTHER" -eq 1 ]; then
   fi
   make_venv .venv-other-blender "$OPY"
   # shellcheck disable=SC2086  # the entry is "bpy==X [numpy==Y]": one argument per requirement
-  .venv-other-blender/bin/python -m pip install "${PIP_FLAGS[@]}" ${OTHER_BPY[$OTHER_VER]}
+  .venv-other-blender/bin/python -m pip install "${PIP_FLAGS[@]}" ${OTHER_BPY[$OTHER_VER]} $OTHER_TEST_TOOLS
   .venv-other-blender/bin/python -c "import bpy, numpy, sys; print('setup ok: .venv-other-blender | Python %d.%d' % \
 sys.version_info[:2], '| bpy', bpy.app.version_string, '| numpy', numpy.__version__)"
 fi

@@ -16,6 +16,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: The other Blender the add-on is tested on, in the venv `bash scripts/setup.sh --other-blender` makes (CI
+#: does): bpy 4.2 LTS on Python 3.11 (the oldest supported Blender; 4.2 to 5.0 embed 3.11) beside this
+#: environment's 5.3, or 5.3.0 on 3.13 beside a 3.11 environment (5.0).
+OTHER_BLENDER_VENV = REPO / ".venv-other-blender"
+
+
+def other_blender_python() -> Path:
+    """The other Blender's Python; ``UMSEG_OTHER_BLENDER=/path/to/python`` picks another one (how 4.5 LTS,
+    5.0, 5.1 and 5.2 were checked by hand; docs/addon.md)."""
+    default = OTHER_BLENDER_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    return Path(os.environ.get("UMSEG_OTHER_BLENDER") or default)
+
+
 def free_port() -> int:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

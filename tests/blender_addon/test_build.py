@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import other_blender_python
+
 REPO = Path(__file__).resolve().parents[2]
 
 INSTALL_SCRIPT = r"""
@@ -82,16 +84,9 @@ assert sum(len(p.data.points) for p in parts) == n
 print("SEGMENT_OK", n, "points", before, "segments", "%.1f s" % seconds, "separated into", len(parts))
 """
 
-#: The Blenders the add-on is tested on: this environment's bpy (5.3 on Python 3.13, or 5.0 on 3.11), and the
-#: other one, in the venv `bash scripts/setup.sh --other-blender` makes (CI does): bpy 4.2 LTS on Python 3.11
-#: (the oldest supported Blender; 4.2 to 5.0 embed 3.11), or 5.3.0 on 3.13.
-#: ``UMSEG_OTHER_BLENDER=/path/to/python`` tests another Blender instead (how 4.5 LTS was checked; docs/addon.md).
-OTHER_BLENDER_VENV = REPO / ".venv-other-blender"
-
-
 def blender_pythons() -> list:
-    other = Path(os.environ.get("UMSEG_OTHER_BLENDER") or
-                 OTHER_BLENDER_VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+    """This environment's Blender and the other one (:func:`.conftest.other_blender_python`)."""
+    other = other_blender_python()
     return [pytest.param(sys.executable, id="this-blender"),
             pytest.param(str(other), id="other-blender", marks=pytest.mark.skipif(
                 not other.is_file(), reason=f"no {other} (bash scripts/setup.sh --other-blender)"))]
