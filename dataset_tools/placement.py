@@ -54,7 +54,7 @@ class PlacementSettings:
     candidates_per_view: int = 8
     """Candidate poses scored per requested view (at least :attr:`min_candidates`)."""
     min_candidates: int = 800
-    """Fewest candidates scored for a split."""
+    """Fewest candidates scored for the train split (val and test: a quarter of it)."""
     max_candidates: int = 1200
     """Most candidates scored for a split."""
     enclosed_share: float = 0.75
@@ -532,7 +532,8 @@ def plan(cast: CastFn, cast_structure: CastFn | None, model: SceneModel, counts:
         if n <= 0:
             continue
         rng = np.random.default_rng([int(seed), int(streams[split]), 7])
-        count = int(min(settings.max_candidates, max(settings.min_candidates, settings.candidates_per_view * n)))
+        least = settings.min_candidates if split == "train" else settings.min_candidates // 4
+        count = int(min(settings.max_candidates, max(least, settings.candidates_per_view * n)))
         cand = generate_candidates(cast, model, count, rng, fov, width, height, clearance, room, settings)
         if split == "val" and len(rotations):  # views of the turning axis keep seeing content when turned
             focus_candidates(cand, cast, centre, main_radius, count // 2, rng, fov, width, height, clearance, room,
@@ -543,15 +544,19 @@ def plan(cast: CastFn, cast_structure: CastFn | None, model: SceneModel, counts:
                              np.maximum(clearance, settings.obstacle_reach * reach), settings.grid)
         valid = ((scores.obstacle <= settings.max_obstacle_share) & (scores.backface <= 0.5)
                  & (scores.share >= settings.min_content_share))
-        if split == "val" and len(rotations):
-            for i in np.flatnonzero(valid):
+        centres, _ = object_spheres(model)
+        eyes = poses[:, :3, 3] if len(poses) else np.zeros((0, 3))
+        checked = np.zeros(len(poses), dtype=bool)
+        while True:  # val: the turned copies of each picked view are checked, a failing view is replaced
+            picked = greedy_select(scores, eyes, centres, n, valid, settings)
+            todo = [i for i in picked if valid[i] and not checked[i]] if split == "val" and len(rotations) else []
+            if not todo:
+                break
+            for i in todo:
                 ok, worst = _rotation_ok(cast, poses[i], centre, rotations, K, width, height, model, clearance,
                                          room, settings)
-                valid[i] = ok
+                checked[i], valid[i] = True, ok
                 scores.share[i] = min(float(scores.share[i]), worst)
-        centres, _ = object_spheres(model)
-        picked = greedy_select(scores, poses[:, :3, 3] if len(poses) else np.zeros((0, 3)), centres, n, valid,
-                               settings)
         chosen = poses[picked] if picked else np.zeros((0, 4, 4))
         if len(chosen) < n:  # too few candidates at all: the plain orbit fills the rest
             d = fit_distance(frame_radius, fov, width, height, margin)
