@@ -11,6 +11,7 @@ points, unassigned when the nearest is farther than a gate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -101,16 +102,29 @@ class Segmentation3D:
         return lab
 
 
-def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None) -> Segmentation3D:
-    """Build the kNN graph (sizeable components bridged) and its single-linkage tree once."""
+def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> Segmentation3D:
+    """Build the kNN graph (sizeable components bridged) and its single-linkage tree once.
+
+    ``should_stop()`` is looked at between the steps (graph, bridges, edge lengths, tree): True raises
+    ``InterruptedError``."""
     cfg = cfg or SegmentConfig()
+
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise InterruptedError("cancelled while building the 3D tree")
+
     if cloud.features is None:
         raise ValueError("the point cloud has no features to segment")
+    check()
     src, dst = knn_graph(cloud.points, k=cfg.knn)
+    check()
     # Objects that do not touch are joined by their nearest points, so feature distance decides when they
     # merge; debris under 0.2% of the points stays apart.
     src, dst = connect_components(cloud.points, src, dst, min_size=max(int(cfg.bridge_min_fraction * len(cloud)), 2))
+    check()
     w = feature_distances(cloud.features, src, dst)
+    check()
     min_cluster = cfg.min_cluster_size
     if cfg.boundary_fraction > 0:
         spread = core_distances(len(cloud), src, dst, w, max(cfg.knn // 2, 1))
@@ -119,6 +133,7 @@ def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None) -> 
         src, dst, w = src[keep], dst[keep], w[keep]
         min_cluster = max(min_cluster, 2)  # the dropped points are singletons: noise
     w = mutual_reachability(len(cloud), src, dst, w, cfg.min_samples)
+    check()
     tree = linkage_tree.single_linkage_tree(len(cloud), src, dst, w)
     return Segmentation3D(cloud=cloud, tree=tree, min_cluster_size=min_cluster)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backend.core.scene import Scene
-from backend.method.config import PipelineConfig
+from backend.method.config import PipelineConfig, train_config
 from backend.method.masks.base import MaskConfig
 from backend.method.pipeline import (
     Progress,
@@ -71,6 +71,9 @@ def run_job(scene: Scene, options: JobOptions, progress: Progress, should_stop: 
     masks = make_view_masks(scene, cfg, cache_dir=workdir / "masks", progress=checked)
     if should_stop():
         raise InterruptedError("cancelled")
+    # The training stage starts here (building the field and its pixel tables counts as training, also in the
+    # per-stage peak memory the process executor measures).
+    checked(ProgressEvent(stage="training", step=0, total=int(train_config(cfg).iterations), message="preparing"))
     trainer = train_field(scene, masks, cfg, workdir / "train", progress=checked, should_stop=should_stop)
     if should_stop():
         raise InterruptedError("cancelled")

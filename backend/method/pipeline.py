@@ -148,7 +148,8 @@ def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress
                   should_stop: ShouldStop | None = None) -> Segmentation3D:
     """Fuse the training views' surface points and features into a cloud and build its single-linkage tree.
     Each view is subsampled to ``2 * max_points / views`` points before fusion (memory bounded by the settings,
-    not the image size); ``should_stop()`` is checked between views (raises ``InterruptedError``)."""
+    not the image size); ``should_stop()`` is checked between views, before fusion and between the tree's steps
+    (raises ``InterruptedError``)."""
     if progress is not None:
         progress(ProgressEvent(stage="segmentation", step=0, total=3, message="feature point cloud"))
     cfg = adapt_to_resolution(cfg, scene, feature_cell(trainer))
@@ -158,20 +159,23 @@ def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress
     for v in range(scene.num_views):
         if should_stop is not None and should_stop():
             raise InterruptedError("cancelled during segmentation")
-        p, f, c = trainer.feature_points([v])
-        if len(p) > per_view:
-            keep = np.sort(rng.choice(len(p), per_view, replace=False))
-            p, f, c = p[keep], f[keep], c[keep]
-        parts.append((p, f, c))
+        def sample(n: int) -> np.ndarray | None:  # the same draw as subsampling the view's full point set
+            return np.sort(rng.choice(n, per_view, replace=False)) if n > per_view else None
+
+        parts.append(trainer.sampled_feature_points(v, sample, should_stop))
     points, features, colors = (np.concatenate([x[i] for x in parts], 0) for i in range(3))
+    del parts
+    if should_stop is not None and should_stop():
+        raise InterruptedError("cancelled during segmentation")
     cloud = fuse_points(points, colors, features, cfg.pointcloud)
+    del points, features, colors
     if len(cloud) > cfg.max_points:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(cloud), cfg.max_points, replace=False))
         cloud = dataclasses.replace(cloud, points=cloud.points[keep], colors=cloud.colors[keep],
                                     features=cloud.features[keep])
     if progress is not None:
         progress(ProgressEvent(stage="segmentation", step=1, total=3, message=f"tree over {len(cloud)} points"))
-    seg = segment_point_cloud(cloud, cfg.segment)
+    seg = segment_point_cloud(cloud, cfg.segment, should_stop=should_stop)
     if progress is not None:
         progress(ProgressEvent(stage="segmentation", step=3, total=3, message="done"))
     return seg

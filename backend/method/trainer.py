@@ -629,6 +629,77 @@ class Trainer:
                           opacity=opacity.reshape(h, w).astype(np.float32),
                           features=out.features.float().cpu().numpy().reshape(h, w, dim).astype(np.float32))
 
+    @torch.no_grad()
+    def sampled_feature_points(self, view: int, sample: Callable[[int], np.ndarray | None] | None = None,
+                               should_stop: Callable[[], bool] | None = None, block: int = 65536
+                               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`feature_points` of one view with its foreground pixels subsampled *before* their features are
+        kept, in blocks of ``block`` pixels: memory follows the kept points, not the image (a 1024x1024 view of
+        256-d features held ~4 GB as full-view arrays).
+
+        ``sample(n)`` gives the sorted indices to keep among the view's ``n`` foreground pixels (row-major), or
+        None for all; the points are those :meth:`feature_points` returns at the same indices. ``should_stop()`` is
+        looked at between blocks (True raises ``InterruptedError``).
+        """
+        v = int(view)
+        h, w = self.scene.height, self.scene.width
+        c2w, K = np.asarray(self.scene.c2w[v], np.float64), np.asarray(self.scene.K[v], np.float64)
+        dim = self.cfg.field.feature_dim
+
+        def check() -> None:
+            if should_stop is not None and should_stop():
+                raise InterruptedError("cancelled while computing a view's feature points")
+
+        def uv_of(idx: np.ndarray) -> np.ndarray:
+            ii, jj = np.divmod(idx, w)
+            return np.stack([jj + 0.5, ii + 0.5], 1).astype(np.float64)
+
+        self.field.eval()
+        try:
+            if self.geometry == "depth":
+                d = np.asarray(self.scene.depth[v], np.float64).reshape(-1)
+                idx = np.flatnonzero(d > 0)
+                if sample is not None and len(idx):
+                    picked = sample(len(idx))
+                    idx = idx if picked is None else idx[picked]
+                feats = np.zeros((len(idx), dim), np.float32)
+                for i in range(0, len(idx), block):
+                    check()
+                    part = idx[i:i + block]
+                    feats[i:i + len(part)] = self._features_at(unproject(uv_of(part), d[part], K, c2w))
+                depth32 = d[idx].astype(np.float32)
+            else:
+                fg_idx, fg_depth, fg_feats = [], [], []
+                for i in range(0, h * w, block):
+                    check()
+                    part = np.arange(i, min(i + block, h * w))
+                    o, dr, ps = camera_rays(uv_of(part), K, c2w)
+                    dev = self.device
+                    ray_chunk = max(64, self.cfg.render_chunk * 16 // max(self.cfg.num_samples, 1))
+                    out = render_rays_chunked(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(dr).to(dev),
+                                              chunk=ray_chunk, planar_scale=torch.from_numpy(ps).to(dev),
+                                              num_samples=self.cfg.num_samples, occupancy=self.occupancy,
+                                              background_rgb=self._bg_rgb)
+                    opacity = out.opacity.float().cpu().numpy()
+                    dep = np.where(opacity > 0.5, out.depth.float().cpu().numpy(), 0.0).astype(np.float32)
+                    fg = dep > 0
+                    fg_idx.append(part[fg])
+                    fg_depth.append(dep[fg])
+                    fg_feats.append(out.features.float().cpu().numpy()[fg].astype(np.float32))
+                    del out
+                idx, depth32 = np.concatenate(fg_idx), np.concatenate(fg_depth)
+                feats = np.concatenate(fg_feats, 0) if fg_feats else np.zeros((0, dim), np.float32)
+                del fg_feats
+                if sample is not None and len(idx):
+                    picked = sample(len(idx))
+                    if picked is not None:
+                        idx, depth32, feats = idx[picked], depth32[picked], feats[picked]
+        finally:
+            self.field.train()
+        pts = unproject(uv_of(idx), depth32.astype(np.float64), K, c2w).astype(np.float32)
+        cols = np.asarray(self.scene.rgb[v]).reshape(h * w, -1)[idx, :3].astype(np.uint8)
+        return pts, np.ascontiguousarray(feats, np.float32), cols
+
     def feature_points(self, view_indices: list[int] | np.ndarray | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Foreground point cloud of training views: depth (given or rendered) unprojected, with features.

@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import queue
+import secrets
 import shutil
 import socket
 import sys
@@ -94,6 +95,36 @@ def generic_estimate(size: JobSize, options: JobOptions) -> dict:
     return {"input": 2 * scene, "work": 2 * scene + size.pixels * 64 + options.max_points * 64}
 
 
+def fitting_hint(estimate: EstimateJob, size: JobSize, options: JobOptions, budget: int) -> str:
+    """What would fit the budget, by the same estimate: the largest square views (same count) and the most views (same
+    size), each checked (the estimate need not be linear in pixels)."""
+    def fits(s: JobSize) -> bool:
+        return max(estimate(s, options).values()) <= budget
+
+    def largest(lo: int, hi: int, ok: Callable[[int], bool]) -> int:
+        """Largest x in [lo, hi] with ok(x) (ok monotone decreasing), lo - 1 when none."""
+        if not ok(lo):
+            return lo - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+        return lo
+
+    per_view_masks = size.masks / max(size.views, 1)
+    side = largest(1, max(size.height, size.width),
+                   lambda x: fits(dataclasses.replace(size, height=x, width=x)))
+    views = largest(1, size.views, lambda v: fits(dataclasses.replace(size, views=v,
+                                                                       masks=int(round(per_view_masks * v)))))
+    hints = []
+    if side >= 1:
+        hints.append(f"{size.views} views of {side}x{side} pixels would fit")
+    if 1 <= views < size.views:
+        hints.append(f"{views} views of {size.height}x{size.width} would fit")
+    if not hints:
+        return "even one 1x1 view would not fit: raise --memory-budget-gb"
+    return "send fewer or smaller views (" + "; ".join(hints) + ")"
+
+
 def physical_memory_bytes() -> int:
     """This machine's physical memory (16 GiB when it cannot be read)."""
     try:
@@ -105,6 +136,12 @@ def physical_memory_bytes() -> int:
 def owner_id(kind: str, value: str) -> str:
     """Stored form of a job owner (a hash: state files never hold client tokens)."""
     return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
+
+
+def job_key(owner: str | None, job: str) -> str:
+    """The server's name of a job (its folder): the client's job id within its owner, so one client's ids say
+    nothing about another's (``.`` is not in the id alphabet: keys never collide with bare ids)."""
+    return job if owner is None else f"{job}.{owner[:16]}"
 
 
 def _disk_message(e: OSError) -> str:
@@ -288,6 +325,12 @@ class _Job:
     """Monotonic time the job started running (for the log)."""
     disk_bytes: int = 0
     """Bytes of its folder once finished (the results cap)."""
+    key: str = ""
+    """The server's name of the job and its folder (:func:`job_key`; set from ``job`` and ``owner`` when empty)."""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = job_key(self.owner, self.job)
 
     def info(self) -> P.JobInfo:
         return P.JobInfo(
@@ -514,7 +557,7 @@ class JobServer:
         """Persist the job's state; on a full (or failing) disk log it and return the reason (the server goes on
         with the state in memory)."""
         try:
-            folder = self.workdir / rec.job
+            folder = self.workdir / rec.key
             folder.mkdir(parents=True, exist_ok=True)
             write_json_atomic(folder / STATE_FILE, rec.state_json())
         except OSError as e:
@@ -524,7 +567,7 @@ class JobServer:
 
     def _prune(self, rec: _Job) -> None:
         """Remove what a finished job left besides its state, log and result (checkpoints, caches); note its size."""
-        folder = self.workdir / rec.job
+        folder = self.workdir / rec.key
         total = 0
         try:
             for path in folder.iterdir():
@@ -539,9 +582,9 @@ class JobServer:
         rec.disk_bytes = total
 
     def _remove(self, rec: _Job) -> None:
-        shutil.rmtree(self.workdir / rec.job, ignore_errors=True)
-        self._jobs.pop(rec.job, None)
-        self._results.pop(rec.job, None)
+        shutil.rmtree(self.workdir / rec.key, ignore_errors=True)
+        self._jobs.pop(rec.key, None)
+        self._results.pop(rec.key, None)
 
     def _recover(self) -> None:
         """Load jobs left on disk; unfinished ones died with a previous server: mark them failed."""
@@ -555,10 +598,10 @@ class JobServer:
                 rec = _Job(job=str(st["job"]), state=str(st["state"]), created=float(st["created"]),
                            updated=float(st["updated"]), stage=str(st.get("stage", "")),
                            error_code=_opt_str(st.get("error_code")), error_message=_opt_str(st.get("error_message")),
-                           owner=_opt_str(st.get("owner")))
+                           owner=_opt_str(st.get("owner")), key=folder.name)
                 if not (math.isfinite(rec.created) and math.isfinite(rec.updated)):
                     raise ValueError("non-finite timestamps")
-                if rec.job != folder.name or rec.state not in (State.QUEUED, State.RUNNING, State.CANCELLING,
+                if folder.name not in (rec.job, job_key(rec.owner, rec.job)) or rec.state not in (State.QUEUED, State.RUNNING, State.CANCELLING,
                                                                *State.FINISHED):
                     raise ValueError(f"job {rec.job!r} in state {rec.state!r} does not belong in {folder.name}")
             except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -576,7 +619,7 @@ class JobServer:
                 rec.updated = now
                 self._write_state(rec)
             self._prune(rec)
-            self._jobs[rec.job] = rec
+            self._jobs[rec.key] = rec
         self._expire(now)
 
     def _expire(self, now: float) -> None:
@@ -653,7 +696,10 @@ class JobServer:
         elif token:
             self._req_owner = owner_id("token", token)
         else:
-            self._req_owner = owner_id("id", identity.hex())
+            # No token, no key: nothing the client says identifies it (it picks its routing id itself, and can
+            # pick another's), so each such request gets a server-assigned identity of its own. Its submit's
+            # progress and result reach the submitting connection; status / fetch / cancel by id need a token.
+            self._req_owner = owner_id("anonymous", secrets.token_hex(16))
         self._req_admin = bool(user) and user in self.config.admin_keys
         try:
             handler = {
@@ -667,11 +713,19 @@ class JobServer:
                                          job=getattr(msg, "job", None)))
 
     def _visible(self, job: str) -> _Job | None:
-        """The job when the requesting client owns it (or is an admin), else None (others' jobs look unknown)."""
-        rec = self._jobs.get(job)
-        if rec is None or not (self._req_admin or rec.owner == self._req_owner):
-            return None
-        return rec
+        """The requesting client's job of that id (an admin: anyone's, the newest), else None (others' jobs look
+        unknown)."""
+        if self._req_admin:
+            recs = [r for r in self._jobs.values() if r.job == job]
+            return max(recs, key=lambda r: r.created) if recs else None
+        for key in (job_key(self._req_owner, job), job):  # the bare id: a folder of an older server
+            rec = self._jobs.get(key)
+            if rec is not None and rec.owner == self._req_owner:
+                return rec
+        return None
+
+    def _sees(self, rec: _Job) -> bool:
+        return self._req_admin or rec.owner == self._req_owner
 
     def _unknown(self, identity: bytes, job: str) -> None:
         self._send(identity, P.Error(code=ErrorCode.UNKNOWN_JOB,
@@ -687,16 +741,16 @@ class JobServer:
         budget = self.config.budget()
         if peak <= budget:
             return None
-        side = int(math.sqrt(h * w * budget / peak))
         return (f"job {msg.job} ({n} views of {h}x{w}) would need about {peak / 2**30:.1f} GiB at its {stage} stage, "
                 f"over this server's memory budget of {budget / 2**30:.1f} GiB (`backend serve --memory-budget-gb`); "
-                f"send fewer or smaller views (about {max(side, 1)}x{max(side, 1)} pixels would fit)")
+                + fitting_hint(self.estimate, size, msg.options, budget))
 
     def _on_ping(self, identity: bytes, msg: P.Ping) -> None:
         self._send(identity, P.Pong(token=msg.token))
 
     def _on_submit(self, identity: bytes, msg: P.Submit) -> None:
-        if msg.job in self._jobs or (self.workdir / msg.job).exists():
+        key = job_key(self._req_owner, msg.job)
+        if self._visible(msg.job) is not None or (self.workdir / key).exists():  # only the client's own ids
             self._send(identity, P.Error(code=ErrorCode.DUPLICATE_JOB, message=f"job {msg.job} exists; use a new id", job=msg.job))
             return
         if len(self._queue) >= self.config.max_queue:
@@ -720,12 +774,12 @@ class JobServer:
                    subscribers={identity}, owner=self._req_owner)
         failed = self._write_state(rec)
         if failed is not None:  # e.g. a full disk: refuse the job rather than keep it "queued" forever
-            shutil.rmtree(self.workdir / rec.job, ignore_errors=True)
+            shutil.rmtree(self.workdir / rec.key, ignore_errors=True)
             self._send(identity, P.Error(code=ErrorCode.JOB_FAILED, message=f"job {rec.job} not stored: {failed}",
                                          job=rec.job))
             return
-        self._jobs[rec.job] = rec
-        self._queue.append(rec.job)
+        self._jobs[rec.key] = rec
+        self._queue.append(rec.key)
         position = len(self._queue) - 1 + self._ahead()
         self._send(identity, P.Accepted(job=rec.job, queue_position=position))  # before any progress
         self._start_next()
@@ -737,7 +791,7 @@ class JobServer:
             self._unknown(identity, msg.job)
             return
         if rec.state == State.QUEUED:
-            self._queue.remove(rec.job)
+            self._queue.remove(rec.key)
             self._finish(rec, State.CANCELLED, ErrorCode.CANCELLED, "cancelled while queued")
             self._announce_queue()
         elif rec.state == State.RUNNING:
@@ -754,11 +808,10 @@ class JobServer:
                 return
             jobs = [rec.info()]
         else:
-            recs = sorted((r for r in self._jobs.values() if self._visible(r.job)), key=lambda r: r.created,
-                          reverse=True)
+            recs = sorted((r for r in self._jobs.values() if self._sees(r)), key=lambda r: r.created, reverse=True)
             jobs = [r.info() for r in recs[: self.config.status_max_jobs]]
-        queue_ = [j for j in self._queue if self._visible(j)]
-        running = next((j for j in self._running if self._visible(j)), None)  # the oldest visible running job
+        queue_ = [self._jobs[k].job for k in self._queue if self._sees(self._jobs[k])]
+        running = next((self._jobs[k].job for k in self._running if self._sees(self._jobs[k])), None)  # the oldest
         self._send(identity, P.StatusReply(device=self.device, server_version=self.version, jobs=jobs,
                                            queue=queue_, running=running))
 
@@ -768,7 +821,7 @@ class JobServer:
             self._unknown(identity, msg.job)
         elif rec.state == State.DONE:
             try:
-                result = self._result(rec.job)
+                result = self._result(rec.key)
             except (OSError, ValueError) as e:
                 self._send(identity, P.Error(code=ErrorCode.JOB_FAILED, message=f"result of {rec.job} unreadable: {e}", job=rec.job))
                 return
@@ -785,17 +838,17 @@ class JobServer:
         else:
             self._send(identity, P.Error(code=ErrorCode.NOT_READY, message=f"job {rec.job} is {rec.state}", job=rec.job))
 
-    def _result(self, job: str) -> JobResult:
+    def _result(self, key: str) -> JobResult:
         """A finished job's result, cached: every queued reply of it shares the same (zero-copy) buffers."""
-        result = self._results.get(job)
+        result = self._results.get(key)
         if result is None:
-            result = load_result(self.workdir / job)
-            self._cache_result(job, result)
-        self._results.move_to_end(job)
+            result = load_result(self.workdir / key)
+            self._cache_result(key, result)
+        self._results.move_to_end(key)
         return result
 
-    def _cache_result(self, job: str, result: JobResult) -> None:
-        self._results[job] = result
+    def _cache_result(self, key: str, result: JobResult) -> None:
+        self._results[key] = result
         while len(self._results) > 4:
             self._results.popitem(last=False)
 
@@ -829,9 +882,9 @@ class JobServer:
         log.info("job %s started (%d views of %dx%d, preset %s, on %s)", rec.job, rec.scene.num_views,
                  rec.scene.height, rec.scene.width, rec.options.preset, rec.options.device)
         scene, rec.scene = rec.scene, None
-        worker = threading.Thread(target=self._work, args=(rec.job, scene, rec.options, rec.cancel),
+        worker = threading.Thread(target=self._work, args=(rec.key, scene, rec.options, rec.cancel),
                                   name=f"job-{rec.job}", daemon=True)
-        self._running[rec.job] = worker
+        self._running[rec.key] = worker
         worker.start()
         self._publish(rec, P.Progress(job=rec.job, stage="starting", message=f"running on {rec.options.device}"))
 
@@ -932,12 +985,12 @@ class JobServer:
                     continue
                 self._publish(rec, msg)
             elif isinstance(event, _JobEnded):
-                self._running.pop(rec.job, None)
+                self._running.pop(rec.key, None)
                 took = time.monotonic() - rec.started if rec.started is not None else float("nan")
                 log.info("job %s ended %s after %.1f s%s", rec.job, event.state, took,
                          f" ({event.error_code}: {event.error_message})" if event.error_code else "")
                 if event.state == State.DONE:
-                    self._cache_result(rec.job, event.result)
+                    self._cache_result(rec.key, event.result)
                     self._finish(rec, State.DONE)
                     self._publish(rec, P.Result(job=rec.job, arrays=event.result.arrays, meta=event.result.meta))
                 else:
@@ -970,7 +1023,7 @@ class JobServer:
                 continue
             log.info("job %s: no client heard for %.0f s, cancelling", rec.job, timeout)
             if rec.state == State.QUEUED:
-                self._queue.remove(rec.job)
+                self._queue.remove(rec.key)
                 self._finish(rec, State.CANCELLED, ErrorCode.CANCELLED, f"cancelled: no client heard for {timeout:.0f} s")
                 self._announce_queue()
             else:

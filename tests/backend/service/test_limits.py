@@ -21,6 +21,7 @@ from backend.service.client import JobClient, JobError, ServerUnavailable
 from backend.service.keys import create_keys, load_keypair
 from backend.service.server import JobServer, JobServerConfig
 from backend.wire import protocol as P
+from tests.backend.service.folders import job_folder
 from tests.backend.service_jobs import make_scene, run_job
 
 REPO = Path(__file__).resolve().parents[3]
@@ -141,7 +142,8 @@ def test_checkpoints_removed_at_job_end_and_finished_jobs_capped(tmp_path):
         with JobClient(srv.endpoint, timeout_s=10, client_token=TOKEN_A) as c:
             done = c.submit(make_scene())
             c.wait(done)
-            assert not (jobs / done / "train").exists() and (jobs / done / "result.npz").is_file()
+            folder = job_folder(jobs, done)
+            assert not (folder / "train").exists() and (folder / "result.npz").is_file()
             for _ in range(20):  # submit, cancel
                 j = c.submit(make_scene())
                 c.cancel(j)

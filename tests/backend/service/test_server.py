@@ -22,6 +22,7 @@ from backend.service.keys import Keypair, create_keys
 from backend.wire.result_files import write_outputs
 from backend.service.server import ConfigError, JobServer, JobServerConfig, is_local_endpoint
 from tests.backend.malformed import malformed
+from tests.backend.service.folders import job_folder
 from tests.backend.service_jobs import make_scene, run_job, unproject
 
 REPO = Path(__file__).resolve().parents[3]
@@ -85,7 +86,7 @@ def test_submit_progress_result_fetch_status(server, tmp_path):
         with pytest.raises(JobError) as e:
             c.submit(scene, job=job)
         assert e.value.code == "duplicate_job"
-    folder = tmp_path / "jobs" / job
+    folder = job_folder(tmp_path / "jobs", job)
     assert json.loads((folder / "state.json").read_text())["state"] == "done"
     assert (folder / "result.npz").is_file() and (folder / "result.json").is_file()
     files = write_outputs(result, tmp_path / "out")
@@ -269,7 +270,7 @@ def test_results_expire_after_ttl(tmp_path):
             with pytest.raises(JobError) as e:
                 c.fetch(job)
             assert e.value.code == "unknown_job"
-        assert not (tmp_path / "jobs" / job).exists()
+        assert not job_folder(tmp_path / "jobs", job).exists()
     finally:
         srv.stop()
 
@@ -362,7 +363,7 @@ def test_server_killed_mid_job_then_restarted_reports_job_failed(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    assert json.loads((tmp_path / "jobs" / job / "state.json").read_text())["state"] == "running"
+    assert json.loads((job_folder(tmp_path / "jobs", job) / "state.json").read_text())["state"] == "running"
     proc, address = _spawn_server(tmp_path / "jobs")
     try:
         with JobClient(address, timeout_s=5, client_token=token) as c:
@@ -480,5 +481,5 @@ def test_graceful_stop_mid_job_marks_it_failed(tmp_path):
                 assert e.value.code == "job_failed" and "server was stopped" in e.value.message
     finally:
         srv.stop()
-    st = json.loads((tmp_path / "jobs" / job / "state.json").read_text())
+    st = json.loads((job_folder(tmp_path / "jobs", job) / "state.json").read_text())
     assert st["state"] == "failed" and st["error_code"] == "job_failed" and "server was stopped" in st["error_message"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from backend.service.client import JobClient, JobError
+from tests.backend.service.folders import job_folder
 from tests.backend.service_jobs import make_scene
 
 REPO = Path(__file__).resolve().parents[3]
@@ -48,7 +49,7 @@ def run_to_stage(c: JobClient, stage: str, stubborn: bool) -> str:
 
 
 def state_of(workdir: Path, job: str) -> dict:
-    return json.loads((workdir / job / "state.json").read_text())
+    return json.loads((job_folder(workdir, job) / "state.json").read_text())
 
 
 # -- cancel ------------------------------------------------------------------------------------------------------
