@@ -37,6 +37,9 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = ("NC_obj", "NC_coll", "NC_scene", "NC_mean", "NC_mean_dense", "SI", "VC_10")
+EXPORT_COLUMNS = ("recall@cuts", "NC_obj@cut", "largest (fine..coarse)", "levels")
+"""What the user receives (ours-3D rows): object recall at the exported cuts, the NC of points at the best exported
+cut, the largest segment's share at each exported cut, and the exported thresholds."""
 ROWS = ("input masks (2D)", "ours-2D", "ours-3D", "ours-2D (whole tree)", "ours-3D (whole tree)")
 
 
@@ -144,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                         ev = evaluate_trained(trainer, sc, data, c, EvalConfig(rotations=(10.0,), seed=seed),
                                               with_input_masks=(tv == "base" and sv == ""))
                         rec = {"key": [scene, source, seed, tv, sv], "rows": ev.rows, "protocol": ev.protocol,
+                               "exported": None if ev.exported is None else ev.exported.as_json(),
                                "train_s": t_train, "eval_s": time.monotonic() - t1,
                                "iterations": trainer.step}
                         with results_path.open("a") as fh:
@@ -157,12 +161,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def export_cells(recs: list[dict]) -> list[str]:
+    """The EXPORT_COLUMNS cells: mean +- std over seeds; per-cut shares and levels of the first seed."""
+    reps = [r["exported"] for r in recs if r.get("exported")]
+    if not reps:
+        return ["-"] * len(EXPORT_COLUMNS)
+
+    def stat(xs: list) -> str:
+        a = 100.0 * np.array([x for x in xs if x is not None], float)
+        return f"{a.mean():.1f} ± {a.std():.1f}" if len(a) else "-"
+
+    first = reps[0]["cuts"]
+    return [stat([r["recall_any"] for r in reps]), stat([r["nc_best"].get("object") for r in reps]),
+            "/".join(f"{100 * c['largest_share']:.0f}" for c in first),
+            "/".join(f"{c['threshold']:.2g}" for c in first)]
+
+
 def table(done: dict, args, train_variants: dict, seg_variants: dict) -> str:
     """One Markdown table: mean +- std over seeds of every row, scene and mask source."""
     lines = [f"{args.views} train views at {args.res} px, {args.iterations} iterations, preset {args.preset}, "
              f"seeds 0..{args.seeds - 1}, VC at 10 degrees; mean +- std over seeds (n = seeds found)\n",
-             "| scene | masks | row | n | " + " | ".join(COLUMNS) + " | train s | protocol |",
-             "|---" * (len(COLUMNS) + 6) + "|"]
+             "| scene | masks | row | n | " + " | ".join(COLUMNS + EXPORT_COLUMNS) + " | train s | protocol |",
+             "|---" * (len(COLUMNS) + len(EXPORT_COLUMNS) + 6) + "|"]
     rows = [r for r in ROWS if not (args.no_whole_tree and "whole" in r)]
     for scene in args.scenes.split(","):
         for source in args.masks.split(","):
@@ -186,6 +206,7 @@ def table(done: dict, args, train_variants: dict, seg_variants: dict) -> str:
                     xs = np.array([v.get(c, np.nan) if v.get(c) is not None else np.nan for v in vals], float)
                     xs = 100.0 * xs[np.isfinite(xs)]  # fractions -> percent
                     cells.append(f"{xs.mean():.1f} ± {xs.std():.1f}" if len(xs) else "-")
+                cells += export_cells(recs if r == "ours-3D" else [])
                 ts = np.mean([rec["train_s"] for rec in recs])
                 lines.append(f"| {scene} | {source} | {label} | {len(vals)} | " + " | ".join(cells)
                              + f" | {ts:.0f} | {recs[0]['protocol']} |")

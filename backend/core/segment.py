@@ -30,6 +30,10 @@ def default_thresholds() -> np.ndarray:
     return np.round(np.linspace(0.01, 0.50, 50), 4)
 
 
+EXPORT_LEVELS = ("persistent", "fixed")
+"""How exported cuts are chosen (:attr:`SegmentConfig.export_levels`)."""
+
+
 @dataclass
 class SegmentConfig:
     knn: int = 16
@@ -38,9 +42,22 @@ class SegmentConfig:
     """Keep the N largest components at each threshold; the rest are unassigned (-1)."""
     thresholds: list[float] = field(default_factory=lambda: default_thresholds().tolist())
     """Thresholds (feature distance, 1 - cosine) for evaluation and the full label stack."""
+    export_levels: str = "persistent"
+    """How the exported cuts (PLY, hierarchy.json, the server's reply, the add-on's first view) are chosen:
+    ``persistent`` reads them off the tree (:func:`backend.core.levels.persistent_levels`: the levels where the
+    number of significant segments holds over the widest range of log altitude), ``fixed`` uses
+    ``export_thresholds`` as given."""
+    export_count: int = 5
+    """How many persistent levels to export (fewer when the tree has fewer)."""
     export_thresholds: list[float] = field(default_factory=lambda: list(presets.DEFAULT_EXPORT_THRESHOLDS))
-    """Thresholds written to the PLY / hierarchy.json / sent to clients
+    """Thresholds written to the PLY / hierarchy.json / sent to clients with ``export_levels="fixed"``
     (:data:`backend.wire.presets.DEFAULT_EXPORT_THRESHOLDS`)."""
+    significant_share: float = 0.001
+    """At an exported cut, a segment with fewer points than this share of the cloud (and at least
+    ``significant_min_points``) is dust: it does not count towards a persistent level, and its points join the
+    segment of their nearest significant neighbour in space. 0 = keep dust as it is."""
+    significant_min_points: int = 20
+    """Lower bound of the significant segment size in points."""
     propagate_k: int = 5
     """Neighbours voting for a novel-view pixel's label."""
     bridge_min_fraction: float = 0.002
@@ -73,6 +90,10 @@ class SegmentConfig:
     pixels near them take the vote of the nearest labelled points. 0 = off."""
 
     def __post_init__(self) -> None:
+        if self.export_levels not in EXPORT_LEVELS:
+            raise ValueError(f"export_levels must be one of {EXPORT_LEVELS}, got {self.export_levels!r}")
+        if self.export_count < 1 or not 0.0 <= self.significant_share < 1.0:
+            raise ValueError("export_count must be >= 1 and significant_share in [0, 1)")
         if not 0.0 <= self.boundary_fraction < 1.0:
             raise ValueError(f"boundary_fraction must be in [0, 1), got {self.boundary_fraction}")
         if self.propagate_gate not in ("nearest", "farthest"):
@@ -316,3 +337,65 @@ def propagate_labels(points: np.ndarray, labels: np.ndarray, queries: np.ndarray
     near = dist[:, 0] <= max_distance
     out[near] = winner[near]
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a user receives: the exported cuts
+
+
+def significant_size(num_points: int, cfg: SegmentConfig) -> int:
+    """Points a segment needs to be significant at an exported cut (:attr:`SegmentConfig.significant_share`)."""
+    return max(int(np.ceil(cfg.significant_share * num_points)), cfg.significant_min_points, 1)
+
+
+def export_thresholds(seg: Segmentation3D, cfg: SegmentConfig) -> list[float]:
+    """The exported cut thresholds, fine to coarse: the tree's persistent levels, or the fixed ones."""
+    from backend.core.levels import persistent_levels
+
+    if cfg.export_levels == "fixed":
+        return sorted(float(t) for t in cfg.export_thresholds)
+    levels = persistent_levels(seg.tree, cfg.export_count, significant_size(len(seg.cloud), cfg))
+    if not len(levels):  # one segment at every level: the tree's median merge shows what there is
+        levels = altitude_quantiles(seg.tree, 3)[1:2]
+    return [float(t) for t in levels]
+
+
+def export_levels_info(cfg: SegmentConfig, num_points: int) -> dict:
+    """How the exported levels were chosen, for hierarchy.json and the add-on."""
+    if cfg.export_levels == "fixed":
+        return {"rule": "fixed", "thresholds": [float(t) for t in cfg.export_thresholds]}
+    return {"rule": "persistent", "count": cfg.export_count,
+            "significant_points": significant_size(num_points, cfg),
+            "description": "the levels where the number of segments with at least significant_points points "
+                           "holds over the widest range of log merge altitude; smaller segments joined to their "
+                           "nearest significant neighbour"}
+
+
+def absorb_dust(points: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Labels int [T, N] with the points of segments under ``min_size`` points (and unassigned ones) given the
+    label of their nearest point in a significant segment of the same cut (unchanged where there is none).
+
+    >>> pts = np.array([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [5.0, 0, 0]])
+    >>> absorb_dust(pts, np.array([[0, 0, 1, 0]]), 3).tolist()
+    [[0, 0, 0, 0]]
+    """
+    out = np.array(labels, np.int64, copy=True)
+    for row in out:
+        ok = row >= 0
+        counts = np.bincount(row[ok]) if ok.any() else np.zeros(0, np.int64)
+        big = ok & (counts[np.maximum(row, 0)] >= min_size) if len(counts) else np.zeros_like(ok)
+        small = ~big
+        if not big.any() or not small.any():
+            continue
+        _, nearest = cKDTree(points[big]).query(points[small], k=1)
+        row[small] = row[big][nearest]
+    return out
+
+
+def export_labels(seg: Segmentation3D, thresholds, cfg: SegmentConfig) -> np.ndarray:
+    """int [T, N] labels of the exported cuts: :meth:`Segmentation3D.labels`, then dust absorbed."""
+    labels = seg.labels(thresholds, max_segments=cfg.max_segments)
+    if cfg.significant_share <= 0:
+        return labels
+    absorbed = absorb_dust(seg.cloud.points, labels, significant_size(len(seg.cloud), cfg))
+    return np.stack([linkage_tree.relabel_by_size(row, cfg.max_segments) for row in absorbed])

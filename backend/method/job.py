@@ -80,5 +80,4 @@ def run_job(scene: Scene, options: JobOptions, progress: Progress, should_stop: 
     seg = segment_field(trainer, scene, cfg, checked, should_stop=should_stop)
     if should_stop():
         raise InterruptedError("cancelled")
-    thresholds = list(options.thresholds) or cfg.segment.export_thresholds
-    return build_result(seg, scene, thresholds, cfg.segment.max_segments)
+    return build_result(seg, scene, list(options.thresholds), cfg.segment)

@@ -36,7 +36,8 @@ from backend.method.fusion import fuse_points
 from backend.wire.files import atomic_path, write_json_atomic
 from backend.wire.protocol import JobResult, ProgressEvent, ResultArrays
 from backend.core.scene import Scene, normalisation, normalise
-from backend.core.segment import Segmentation3D, segment_hierarchy, segment_point_cloud
+from backend.core.segment import (SegmentConfig, Segmentation3D, export_labels, export_levels_info, export_thresholds,
+                                  segment_hierarchy, segment_point_cloud)
 
 Progress = Callable[[ProgressEvent], None]
 ShouldStop = Callable[[], bool]
@@ -181,10 +182,16 @@ def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress
     return seg
 
 
-def build_result(seg: Segmentation3D, scene: Scene, thresholds, max_segments: int = 200) -> JobResult:
-    """The job result: world-unit points, colours, the tree (any threshold is a cut) and labels at ``thresholds``."""
-    thresholds = np.asarray(sorted(float(t) for t in thresholds), np.float64)
-    labels = seg.labels(thresholds, max_segments=max_segments)
+def build_result(seg: Segmentation3D, scene: Scene, thresholds=None, cfg: SegmentConfig | None = None) -> JobResult:
+    """The job result: world-unit points, colours, the tree (any threshold is a cut) and labels at the exported
+    cuts (``thresholds``, else :func:`backend.core.segment.export_thresholds`; dust absorbed as
+    :func:`backend.core.segment.export_labels` does)."""
+    cfg = cfg or SegmentConfig()
+    max_segments = cfg.max_segments
+    chosen_given = bool(thresholds)
+    chosen = list(thresholds) if thresholds else export_thresholds(seg, cfg)
+    thresholds = np.asarray(sorted(float(t) for t in chosen), np.float64)
+    labels = export_labels(seg, thresholds, cfg)
     world = seg.cloud.points / np.float32(scene.scale) + scene.offset.astype(np.float32)
     tree = seg.tree
     arrays = {
@@ -195,7 +202,10 @@ def build_result(seg: Segmentation3D, scene: Scene, thresholds, max_segments: in
         ResultArrays.LABELS: labels.astype(np.int32),
         ResultArrays.THRESHOLDS: thresholds.astype(np.float32),
     }
-    meta = {"hierarchy": segment_hierarchy(labels, thresholds), "num_points": int(len(seg.cloud)),
+    hierarchy = segment_hierarchy(labels, thresholds)
+    hierarchy["levels_chosen_by"] = (export_levels_info(cfg, len(seg.cloud)) if not chosen_given else
+                                     {"rule": "requested", "thresholds": [float(t) for t in thresholds]})
+    meta = {"hierarchy": hierarchy, "num_points": int(len(seg.cloud)),
             "max_segments": int(max_segments), "scale": float(scene.scale),
             "offset": [float(x) for x in scene.offset], "distance": "1 - cosine"}
     return JobResult(arrays=arrays, meta=meta)
@@ -323,8 +333,7 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
     cfg = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, background_segment=False))
     out = Path(out) if out is not None else Path(run) / SEGMENTATION_DIR
     seg = segment_field(trainer, scene, cfg, progress)
-    thresholds = list(thresholds) if thresholds else list(cfg.segment.export_thresholds)
-    result = build_result(seg, scene, thresholds, cfg.segment.max_segments)
+    result = build_result(seg, scene, thresholds, cfg.segment)
     write_outputs(result, out)
     with atomic_path(out / "tree.npz") as tmp, open(tmp, "wb") as f:
         np.savez(f, parents=seg.tree.parents, altitudes=seg.tree.altitudes)
@@ -432,8 +441,8 @@ def score_exported_cuts(seg: Segmentation3D, scene: Scene, data: Path, cfg: Pipe
         return None
     leaf = point_leaf_ids(seg.cloud.points, truth.depth, gt.ids, truth.K, truth.c2w)
     levels = {lvl: gt.level_labels(leaf, lvl) for lvl in ("object", "collection")}
-    thresholds = list(cfg.segment.export_thresholds)
-    labels = seg.labels(thresholds, max_segments=cfg.segment.max_segments)
+    thresholds = export_thresholds(seg, cfg.segment)
+    labels = export_labels(seg, thresholds, cfg.segment)
     return score_exported(labels, thresholds, levels, default_cut_index(len(thresholds)))
 
 
