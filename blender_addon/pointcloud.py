@@ -2,9 +2,11 @@
 (``bpy.ops.object.convert`` needs an active, selected object in a view layer and, before Blender 5.0, the
 experimental "new point cloud type").
 
-Two ways, chosen by what this Blender's Python API has (checked on bpy 4.2.23, 4.5.15, 5.0.1 and 5.3.0):
+Two ways, chosen by what this Blender's Python API has (checked on bpy 4.2.23, 4.5.15, 5.0.1, 5.1.2, 5.2.4
+and 5.3.0):
 
-- ``PointCloud.resize`` (Blender 5.3; absent in 4.2, 4.5 and 5.0): ``bpy.data.pointclouds.new`` sized at once;
+- ``PointCloud.resize`` (Blender 5.1 and later; absent in 4.2, 4.5 and 5.0): ``bpy.data.pointclouds.new``
+  sized at once;
 - otherwise (4.2 LTS to 5.0): a Geometry Nodes *Mesh to Points* evaluated once on a temporary vertex-only
   mesh in a temporary scene (``ViewLayer.update`` evaluates it without a context); the evaluated point cloud
   is copied into ``bpy.data`` and every temporary data block removed again. The copy keeps the vertices'

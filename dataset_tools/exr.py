@@ -3,11 +3,12 @@
 :mod:`dataset_tools.render` writes one multilayer EXR per render (Combined, Depth and Object Index passes,
 32-bit float, ``exr_codec = "NONE"``). Two readers give the same ``{channel name: float32 [H, W]}``:
 
-- OpenImageIO's Python module, when the Blender running this provides one (Blender 4.5, 5.0 and 5.3 ship it
-  in their own ``site-packages``; Blender 4.2 has only the C++ library, no Python module);
+- OpenImageIO's Python module, when the Blender running this provides one (Blender 4.5 to 5.3 ship it in
+  their own ``site-packages``, checked on 4.5.15, 5.0.1, 5.1.2, 5.2.4 and 5.3.0; Blender 4.2 has only the C++
+  library, no Python module);
 - otherwise :func:`read_exr_numpy`, a NumPy reader of uncompressed scanline EXR files, single- or multi-part
   (Blender 5.0 and later write multi-part). It returns the stored float32 values bit for bit (the same as
-  OpenImageIO's on 4.5, 5.0 and 5.3 renders; the tests check it on this Blender), so depth keeps full float
+  OpenImageIO's on renders of each of those; the tests check it on this Blender), so depth keeps full float
   precision.
 
 The file layout read here is OpenEXR's (openexr.com, "OpenEXR File Layout"): magic and version, header(s)
