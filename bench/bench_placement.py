@@ -1,14 +1,18 @@
 """Benchmark camera placement: what planning the cameras adds to the render time of a 100-view dataset.
 
-For each example scene it renders the same Blender-HS folder twice in this process, with the default
-``--placement auto`` (ray-cast scoring: ``inside`` for the closed room, ``orbit-scored`` for the scene with
-surroundings) and with ``--placement orbit`` (no scoring: placement off), and prints both times, their
-ratio, and the seconds spent planning the cameras (timed inside the render) against the whole render.
-The two runs render different views, so their ratio also carries the difference in what the views show;
-the planning share is the placement's own cost.
+For each example scene it renders the same Blender-HS folder settings three times in this process:
 
-    python bench/bench_placement.py                        # room and surroundings, 100 train + 10 val, 128 px, Cycles 16 samples
-    python bench/bench_placement.py --res 200 --samples 64 # the default dataset settings (~4x longer)
+1. ``--placement auto`` (the default: ray-cast scoring; ``inside`` for the closed room, ``orbit-scored``
+   for the scene with surroundings), planning timed inside the render;
+2. placement off, same views: the cameras of run 1 handed over without planning (``plan_cameras``
+   replaced by one that returns run 1's result at once), so the two runs render identical views and
+   their ratio is what placement adds;
+3. ``--placement orbit``: today's hemisphere (also no planning), for reference: other views, so its time
+   also reflects what they show (outside views of a closed room are mostly empty film, inside views are
+   all geometry with indirect light).
+
+    python bench/bench_placement.py                        # room, 100 train + 10 val, 128 px, Cycles 16 samples
+    python bench/bench_placement.py --scenes room,surroundings --res 200 --samples 64   # default dataset settings
     python bench/bench_placement.py --quick                # 20 train + 2 val views
 
 Timings depend on machine load: the load average is printed before and after.
@@ -26,7 +30,7 @@ from pathlib import Path
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scenes", default="room,surroundings")
+    p.add_argument("--scenes", default="room")
     p.add_argument("--train", type=int, default=100)
     p.add_argument("--val", type=int, default=10)
     p.add_argument("--res", type=int, default=128)
@@ -43,43 +47,52 @@ def main() -> int:
 
     planned: list[float] = []
     plan_cameras = dataset.plan_cameras
+    cached: dict = {}
 
     def timed_plan(*a, **k):
         t = time.perf_counter()
         try:
-            return plan_cameras(*a, **k)
+            cached["placement"] = plan_cameras(*a, **k)
+            return cached["placement"]
         finally:
             planned.append(time.perf_counter() - t)
 
-    dataset.plan_cameras = timed_plan
+    def replay(*a, **k):  # placement off: run 1's cameras, no planning
+        return cached["placement"]
+
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.scenes.split(","):
             times = {}
-            for placement in ("auto", "orbit"):
+            for run, placement, planner in (("on", "auto", timed_plan), ("off", "auto", replay),
+                                            ("orbit", "orbit", plan_cameras)):
                 config = RenderConfig(n_train=args.train, n_val=args.val, width=args.res, height=args.res,
                                       samples=args.samples, engine=args.engine, placement=placement)
                 scene = build_example(name)
                 planned.clear()
+                dataset.plan_cameras = planner
                 t = time.perf_counter()
-                result = dataset.render_dataset_from_open_scene(Path(tmp) / f"{name}_{placement}", config, scene=scene,
+                result = dataset.render_dataset_from_open_scene(Path(tmp) / f"{name}_{run}", config, scene=scene,
                                                                 source=name)
-                times[placement] = (time.perf_counter() - t, sum(planned), result)
-            on, plan_s, res = times["auto"]
-            off, plan_off, _ = times["orbit"]
-            views = res.rendered
-            rows.append((name, views, on, off, plan_s, plan_off, res.coverage.placement))
-            print(f"{name}: {views} views; placement {res.coverage.placement}: {on:.1f} s (planning {plan_s:.2f} s); "
-                  f"placement off (orbit): {off:.1f} s (planning {plan_off:.2f} s); ratio {on / off:.3f}; "
-                  f"planning share {plan_s / on:.3f}", flush=True)
+                times[run] = (time.perf_counter() - t, sum(planned), result)
+            dataset.plan_cameras = plan_cameras
+            on, plan_s, res = times["on"]
+            off = times["off"][0]
+            orbit = times["orbit"][0]
+            rows.append((name, res.rendered, on, off, orbit, plan_s, res.coverage.placement))
+            print(f"{name}: {res.rendered} views; placement {res.coverage.placement}: {on:.1f} s (planning "
+                  f"{plan_s:.2f} s); placement off, same views: {off:.1f} s; ratio {on / off:.3f}; "
+                  f"plain orbit (other views): {orbit:.1f} s", flush=True)
             print("  " + res.coverage.summary_line())
+            print("  orbit: " + times["orbit"][2].coverage.summary_line(), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    print("\n| scene | placement | views | with placement | placement off | ratio | planning | planning share |")
+    print("\n| scene | placement | views | with placement | placement off (same views) | ratio | planning "
+          "| plain orbit (other views) |")
     print("|---|---|---|---|---|---|---|---|")
-    for name, views, on, off, plan_s, _, used in rows:
-        print(f"| {name} | {used} | {views} | {on:.1f} s | {off:.1f} s | {on / off:.2f} | {plan_s:.2f} s | "
-              f"{100 * plan_s / on:.1f} % |")
+    for name, views, on, off, orbit, plan_s, used in rows:
+        print(f"| {name} | {used} | {views} | {on:.1f} s | {off:.1f} s | {on / off:.3f} | {plan_s:.2f} s "
+              f"({100 * plan_s / on:.1f} %) | {orbit:.1f} s |")
     return 0
 
 

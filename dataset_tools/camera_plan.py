@@ -14,7 +14,8 @@ import numpy as np
 from . import framing
 from .cameras import intrinsics
 from .config import RenderConfig
-from .placement import Placement, SceneModel, plan
+from .placement import Placement, plan
+from .view_scoring import SceneModel
 from .raycast import scene_caster
 
 

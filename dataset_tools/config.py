@@ -25,6 +25,43 @@ ENGINES = {"cycles": "CYCLES", "workbench": "BLENDER_WORKBENCH"}
 
 
 @dataclass(frozen=True)
+class PlacementSettings:
+    """Tunables of the scored placement (defaults are used by every command; not part of the CLI)."""
+
+    grid: int = 32
+    """Rays per image side when scoring a candidate (grid x grid rays through pixel positions)."""
+    candidates_per_view: int = 8
+    """Candidate poses scored per requested view (at least :attr:`min_candidates`)."""
+    min_candidates: int = 800
+    """Fewest candidates scored for the train split (val and test: a quarter of it)."""
+    max_candidates: int = 1200
+    """Most candidates scored for a split."""
+    enclosed_share: float = 0.75
+    """``auto`` picks ``inside`` when rays from the content centre hit structure in this share of directions."""
+    obstacle_distance: float = 0.08
+    """Obstacle distance as a fraction of the main content group's bounding radius (in a room, at most this
+    fraction of the room's smallest inner size); also how far cameras stay in front of what blocks them."""
+    obstacle_reach: float = 0.2
+    """A surface also counts as an obstacle when nearer than this fraction of the distance to the view's target."""
+    max_obstacle_share: float = 0.2
+    """A candidate is rejected when more than this share of its rays hit a surface nearer than the obstacle distance."""
+    min_content_share: float = 0.05
+    """A candidate is rejected when less than this share of its rays hit content."""
+    seen_share: float = 0.0075
+    """An object counts as seen by a candidate when at least this share of its rays hit it."""
+    size_share: float = 0.04
+    """An object's credit grows with its share of the view up to this share."""
+    views_per_object: int = 3
+    """Chosen views each content object should appear in before it stops earning full credit."""
+    new_direction_deg: float = 30.0
+    """A view sees an object from a new direction when it is this far (degrees) from earlier views of it."""
+    share_weight: float = 1.0
+    """Weight of the content share against one object's credit."""
+    heights: tuple[float, ...] = (0.3, 0.5, 0.7)
+    """Camera heights inside a room, as fractions of the room's inner height."""
+
+
+@dataclass(frozen=True)
 class RenderConfig:
     """Everything that decides what a dataset render produces."""
 

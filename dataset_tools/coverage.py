@@ -70,14 +70,14 @@ def view_stats(ids: np.ndarray, content_ids, names: dict[int, str]) -> tuple[flo
     ids = np.asarray(ids).astype(np.int64, copy=False)
     content = np.asarray(sorted(int(i) for i in content_ids), dtype=np.int64)
     on = np.isin(ids, content)
-    counts = np.bincount(ids[on].ravel(), minlength=int(content.max(initial=0)) + 1)
+    counts = np.bincount(ids[on].ravel(), minlength=int(np.max(content, initial=0)) + 1)
     return float(on.mean()) if ids.size else 0.0, {int(i): int(counts[i]) for i in np.flatnonzero(counts)}
 
 
 def coverage(views, content_ids, names: dict[int, str], placement: str = "") -> Coverage:
     """Coverage of ``views``: an iterable of ``(view name, ids [H, W])``; ``names``: leaf id -> object name."""
     content = sorted(int(i) for i in content_ids)
-    table = {i: {"id": i, "name": names.get(i, str(i)), "views": 0, "pixels": 0} for i in content}
+    table: dict[int, dict] = {i: {"id": i, "name": names.get(i, str(i)), "views": 0, "pixels": 0} for i in content}
     out = Coverage(placement=placement)
     total = on = 0
     for view, ids in views:

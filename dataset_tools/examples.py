@@ -429,8 +429,8 @@ def room(scene: bpy.types.Scene) -> None:
     pole = _mesh_object("LampPole", lounge, _cylinder(12), brass, (2.5, 2.05, 0.8), (0.05, 0.05, 1.6))
     _attach(_mesh_object("LampShade", lounge, _cone(0.5, 0.3), shade, (2.5, 2.05, 1.62), (0.45, 0.45, 0.35)), pole)
 
-    _point_light(scene, "CeilingLight", (0.0, 0.0, 2.45), 400.0, 0.5)
-    _point_light(scene, "CornerLight", (-2.0, -1.8, 2.2), 150.0, 0.3)
+    _point_light(scene, "CeilingLight", (0.0, 0.0, 2.45), 220.0, 0.5)
+    _point_light(scene, "CornerLight", (-2.0, -1.8, 2.2), 90.0, 0.3)
     _point_light(scene, "LampLight", (2.5, 2.05, 1.5), 80.0, 0.1)
     _dim_world(scene, 0.2)
 

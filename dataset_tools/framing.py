@@ -110,18 +110,18 @@ def structure_mask(corners: np.ndarray) -> np.ndarray:
         biggest_face = float((sd[solid, 1] * sd[solid, 2]).max())
         for i in np.flatnonzero(slab & (sd[:, 1] * sd[:, 2] >= STRUCTURE_AREA_FACTOR * biggest_face)):
             ax = _axes(c[i])
-            normal = np.cross(ax[order[i, 1]], ax[order[i, 2]])
+            normal = np.cross(ax[int(order[i, 1])], ax[int(order[i, 2])])
             if np.linalg.norm(normal) == 0:
                 continue
             side = (centres[solid] - centres[i]) @ (normal / np.linalg.norm(normal))
             if max(float((side > 0).mean()), float((side < 0).mean())) >= ONE_SIDED_SHARE:
                 out[i] = True
     lo, hi = c.min(axis=1), c.max(axis=1)
-    for i in range(len(c)):
-        others = np.delete(centres, i, axis=0)
-        inside = np.all((others >= lo[i]) & (others <= hi[i]), axis=1)
+    for j in range(len(c)):
+        others = np.delete(centres, j, axis=0)
+        inside = np.all((others >= lo[j]) & (others <= hi[j]), axis=1)
         if len(others) >= 2 and inside.mean() >= CONTAINER_SHARE:
-            out[i] = True
+            out[j] = True
     if out.all():
         return np.zeros(len(c), dtype=bool)
     return out

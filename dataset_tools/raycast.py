@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .placement import CastFn
+from .view_scoring import CastFn
 
 
 def _triangles(obj, depsgraph) -> tuple[np.ndarray, np.ndarray]:

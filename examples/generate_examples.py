@@ -1,4 +1,4 @@
-"""Write the procedural example scenes (table_set, bookshelf, vehicle) as .blend files, optionally render them.
+"""Write the procedural example scenes (table_set, bookshelf, vehicle, room, surroundings) as .blend files, optionally render them.
 
     python examples/generate_examples.py OUT_DIR                 # OUT_DIR/<name>.blend for every example
     python examples/generate_examples.py OUT_DIR --render --res 100 --train 20 --val 2

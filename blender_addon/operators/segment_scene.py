@@ -116,7 +116,14 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         except P.ProtocolError as e:
             return self._fail(e)
         runtime.start(self._scene, submit, client_config(prefs))
-        self.report({"INFO"}, f"Rendered {len(v.c2w)} views; sending them to {prefs.server_address}")
+        from dataset_tools.coverage import views_coverage
+
+        coverage = views_coverage(v)
+        self.report({"INFO"}, f"Rendered {len(v.c2w)} views; sending them to {prefs.server_address}; "
+                              f"{coverage.summary_line()}")
+        warning = coverage.warning_line()
+        if warning:
+            self.report({"WARNING"}, f"Segment Scene: {warning}")
         return {"FINISHED"}
 
     def execute(self, context):

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from dataset_tools import coverage as cov
-from dataset_tools import framing, placement, writers
+from dataset_tools import framing, placement, view_candidates, view_scoring, view_selection, writers
+from dataset_tools.config import PlacementSettings
 from dataset_tools.cameras import intrinsics, look_at
 
 from .conftest import make_config
@@ -31,7 +32,7 @@ def corners(lo, hi) -> np.ndarray:
                      (x1, y0, z0), (x1, y0, z1), (x1, y1, z1), (x1, y1, z0)], float)
 
 
-def box_caster(boxes: list[tuple]) -> placement.CastFn:
+def box_caster(boxes: list[tuple]) -> view_scoring.CastFn:
     """A cast function over axis-aligned boxes ``(lo, hi, id)`` (slab test; hits from inside are back faces)."""
     lo = np.array([b[0] for b in boxes], float)
     hi = np.array([b[1] for b in boxes], float)
@@ -98,8 +99,8 @@ def test_a_room_modelled_as_one_closed_box_is_structure():
 def test_clusters_split_distant_groups_only():
     near = [corners((0, 0, 0), (1, 1, 1)), corners((1.1, 0, 0), (1.5, 0.4, 0.4))]
     far = [corners((20, 0, 0), (22, 2, 3))]
-    assert placement.clusters(np.stack(near)).tolist() == [0, 0]
-    labels = placement.clusters(np.stack(near + far))
+    assert view_candidates.clusters(np.stack(near)).tolist() == [0, 0]
+    labels = view_candidates.clusters(np.stack(near + far))
     assert labels.tolist() == [0, 0, 1]
 
 
@@ -117,23 +118,23 @@ def test_pull_in_moves_a_camera_in_front_of_a_wall_or_drops_it():
     cast = box_caster(ROOM + FURNITURE)
     target = np.array([1.0, -0.9, 0.8])
     eye = np.array([1.0, -6.0, 1.2])  # behind the south wall
-    moved = placement.pull_in(cast, eye, target, exclude=9, clearance=0.2, min_distance=0.3)
+    moved = view_scoring.pull_in(cast, eye, target, exclude=9, clearance=0.2, min_distance=0.3)
     assert moved is not None and -2.5 < moved[1] < -2.25  # 0.2 in front of the wall along the line of sight
-    assert placement.pull_in(cast, np.array([1.0, 0.0, 1.0]), target, 9, 0.2, 0.3) is not None
+    assert view_scoring.pull_in(cast, np.array([1.0, 0.0, 1.0]), target, 9, 0.2, 0.3) is not None
     # the table top right above the target: the only free spot would be too close
-    assert placement.pull_in(cast, np.array([1.0, -0.9, 2.0]), np.array([1.0, -0.9, 0.5]), 8, 0.2, 0.5) is None
+    assert view_scoring.pull_in(cast, np.array([1.0, -0.9, 2.0]), np.array([1.0, -0.9, 0.5]), 8, 0.2, 0.5) is None
 
 
 def test_score_poses_counts_content_obstacles_and_cameras_inside_objects():
     cast = box_caster(ROOM + FURNITURE)
     ids = np.array([b[2] for b in ROOM + FURNITURE])
-    model = placement.SceneModel(ids=ids, boxes=np.stack([corners(lo, hi) for lo, hi, _ in ROOM + FURNITURE]),
+    model = view_scoring.SceneModel(ids=ids, boxes=np.stack([corners(lo, hi) for lo, hi, _ in ROOM + FURNITURE]),
                                  content=ids >= 7, structure=ids < 7)
     K = intrinsics(64, 64, 0.69)
     poses = np.stack([look_at((-1.5, 0.5, 1.4), (1.0, -0.9, 0.75)),   # across the room at the table
                       look_at((0.0, 2.0, 0.3), (0.0, 0.0, 0.3)),      # inside the sofa
                       look_at((1.0, 2.35, 1.3), (1.0, 3.5, 1.3))])    # facing the north wall up close
-    s = placement.score_poses(cast, poses, K, 64, 64, model, 0.3, 32)
+    s = view_scoring.score_poses(cast, poses, K, 64, 64, model, 0.3, 32)
     assert s.share[0] > 0.05 and s.objects[0, 0] > 0.04 and s.obstacle[0] == 0
     assert s.backface[1] > 0.9
     assert s.obstacle[2] == 1.0 and s.share[2] == 0
@@ -142,7 +143,7 @@ def test_score_poses_counts_content_obstacles_and_cameras_inside_objects():
 def test_ray_grid_rays_go_through_their_pixels():
     K = intrinsics(80, 40, 0.7)
     c2w = look_at((1, 2, 3), (0, 0, 0.5))
-    origins, dirs = placement.ray_grid(c2w, K, 80, 40, 16)
+    origins, dirs = view_scoring.ray_grid(c2w, K, 80, 40, 16)
     assert dirs.shape == (16 * 8, 3)
     np.testing.assert_allclose(origins, np.broadcast_to(c2w[:3, 3], origins.shape))
     cam = dirs @ c2w[:3, :3]  # world -> camera
@@ -159,11 +160,11 @@ def test_greedy_covers_rare_objects_and_never_picks_invalid_views():
     objects[:, :5] = rng.uniform(0.0, 0.2, (c, 5))     # five easy objects
     objects[[3, 17, 40, 55], 5] = 0.05                  # one object only four candidates see
     share = objects.sum(axis=1)
-    scores = placement.ViewScores(share=share, obstacle=np.zeros(c), backface=np.zeros(c), objects=objects)
+    scores = view_scoring.ViewScores(share=share, obstacle=np.zeros(c), backface=np.zeros(c), objects=objects)
     valid = np.ones(c, bool)
     valid[55] = False
     positions = rng.normal(size=(c, 3)) * 3
-    picked = placement.greedy_select(scores, positions, np.zeros((o, 3)), 6, valid, placement.PlacementSettings())
+    picked = view_selection.greedy_select(scores, positions, np.zeros((o, 3)), 6, valid, PlacementSettings())
     assert len(picked) == 6 and len(set(picked)) == 6 and 55 not in picked
     assert {3, 17, 40} <= set(picked)
 
