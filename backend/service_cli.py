@@ -222,7 +222,7 @@ def _executor(args: argparse.Namespace, device: str):
 def _log_peaks(peaks: dict) -> None:
     import threading
 
-    text = ", ".join(f"{stage} {b / 2**30:.2f} GiB" for stage, b in peaks.items())
+    text = ", ".join(f"{stage} {b / 2**30:.3f} GiB" for stage, b in peaks.items())
     logging.getLogger("backend.service").info("%s peak memory by stage: %s", threading.current_thread().name, text)
 
 

@@ -72,7 +72,7 @@ def test_large_job_refused_from_its_declared_size_before_any_work(tmp_path):
             big = make_scene(n_views=1, h=2048, w=2048)
             with pytest.raises(JobError) as e:
                 c.submit(big)
-            assert e.value.code == "too_large" and "GiB" in e.value.message and "masks stage" in e.value.message
+            assert e.value.code == "too_large" and "GiB" in e.value.message and "segmentation stage" in e.value.message
             assert not ran and not any((tmp_path / "jobs").iterdir())  # nothing started, nothing on disk
             small = make_scene(seed=1)
             c.wait(c.submit(small))
