@@ -94,3 +94,56 @@ def test_real_job_cancelled_in_segmentation_within_2s_then_sigterm_in_segmentati
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- the segmentation stage's bounded pieces -----------------------------------------------------------------------
+def _peak_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_feature_distances_in_bounded_memory_and_bit_identical():
+    from backend.core.graphs import feature_distances
+
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((2000, 256)).astype(np.float32)
+    src, dst = rng.integers(0, 2000, 300_000), rng.integers(0, 2000, 300_000)
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
+    before = _peak_rss_bytes()
+    got = feature_distances(f, src, dst)
+    grew = _peak_rss_bytes() - before
+    assert grew < 400 * 2**20, grew / 2**20  # gathering every edge's rows at once: 1.2 GB here
+    g = f.astype(np.float64)
+    g /= np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
+    np.testing.assert_array_equal(got, np.clip(1.0 - np.einsum("ed,ed->e", g[src], g[dst]), 0.0, 2.0))
+
+
+def test_sampled_feature_points_are_the_subsampled_feature_points():
+    from backend.method.job import pipeline_config_from_options
+    from backend.method.pipeline import make_view_masks, normalise_scene, train_field
+
+    cfg = pipeline_config_from_options(P.JobOptions(preset="cpu", iterations=2, geometry="depth"), "cpu")
+    scene = normalise_scene(make_scene(n_views=2, h=24, w=32, seed=1))
+    trainer = train_field(scene, make_view_masks(scene, cfg), cfg, None)
+    for per_view in (10**9, 50):
+        for v in range(2):
+            p, f, c = trainer.feature_points([v])
+            rng = np.random.default_rng(3)
+            if len(p) > per_view:
+                keep = np.sort(rng.choice(len(p), per_view, replace=False))
+                p, f, c = p[keep], f[keep], c[keep]
+            rng = np.random.default_rng(3)
+
+            def sample(n: int, per_view=per_view, rng=rng):
+                return np.sort(rng.choice(n, per_view, replace=False)) if n > per_view else None
+
+            p2, f2, c2 = trainer.sampled_feature_points(v, sample, block=100)  # several blocks
+            assert len(p) == len(p2) > 0
+            np.testing.assert_array_equal(p, p2)
+            np.testing.assert_array_equal(f, f2)
+            np.testing.assert_array_equal(c, c2)
+    stops = iter([False, True])
+    with pytest.raises(InterruptedError):
+        trainer.sampled_feature_points(0, None, should_stop=lambda: next(stops), block=100)
