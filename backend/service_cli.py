@@ -192,12 +192,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     code = 0
     if server.fatal_error is not None:
         code = _error(f"the server stopped on an unexpected error: {server.fatal_error!r}", EXIT_FAILED)
-    if server.workers_alive():  # a local job still inside native code: no interpreter shutdown under its threads
+    if server.workers_alive():  # a local job still inside native code: it is left behind (marked failed)
         logging.getLogger("backend.service").warning("a job thread did not stop; exiting without waiting for it")
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    # Every job's state is on disk and the socket is closed: exit now. The interpreter's own shutdown would tear
+    # down torch and Open3D (2-3 s on a loaded machine) and abort under a job thread still in native code.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _executor(args: argparse.Namespace, device: str):

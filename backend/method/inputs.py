@@ -62,7 +62,7 @@ def visible_scene(scene: Scene, cfg: PipelineConfig) -> Scene:
 
 def ground_truth_read(cfg: PipelineConfig, geometry: str) -> dict[str, list[str]]:
     """What the run's masks and its training read beyond posed colour (run.json, eval.md)."""
-    return {"masks": cfg.masks.ground_truth_read(), "training": training_reads(cfg, geometry)}
+    return {"masks": cfg.masks.ground_truth_read(geometry), "training": training_reads(cfg, geometry)}
 
 
 def describe_reads(reads: dict[str, list[str]]) -> str:

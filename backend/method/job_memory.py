@@ -36,7 +36,7 @@ FIELD_BYTES = int(0.45 * GiB)  # the field and its optimiser (default preset; ha
 TRAIN_BYTES_PER_PIXEL = 750  # pixel graphs, mask trees and sampling tables of every view
 NERF_TRAIN_BYTES = int(3.1 * GiB)  # nerf geometry: the ray batch's samples through the grids, with gradients
 NERF_RENDER_BYTES = int(1.6 * GiB)  # nerf geometry: rendering a block of rays (no gradients)
-FUSION_COPIES = 2.6  # the sampled points' rows, and Open3D's tensors of them while voxelising
+FUSION_COPIES = 5.0  # the sampled points' rows, and Open3D's tensors of them while voxelising
 TREE_BYTES_PER_POINT = 1500  # kNN graph (k = 16, int64 both ways), bridges, edge lengths, the tree
 TREE_FIXED_BYTES = 200 * MiB  # feature-distance chunks and the tree's work arrays
 FEATURE_DIM = {"paper": 256, "default": 256, "fast": 128, "cpu": 32}

@@ -222,7 +222,7 @@ def write_run_info(run: Path, data: Path, cfg: PipelineConfig, max_views: int | 
     from backend.method.inputs import ground_truth_read
 
     run.mkdir(parents=True, exist_ok=True)
-    reads = ground_truth_read(cfg, geometry) if geometry else {"masks": cfg.masks.ground_truth_read()}
+    reads = ground_truth_read(cfg, geometry) if geometry else {"masks": cfg.masks.ground_truth_read(geometry)}
     info = {"data": str(Path(data).resolve()), "config": config_json(cfg), "max_views": max_views,
             "geometry": geometry, "masks_read_ground_truth": reads["masks"], "ground_truth_read": reads,
             "created": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -591,7 +591,7 @@ def evaluation_info(protocol: str, trainer, cfg: PipelineConfig, eval_cfg, data:
 
     from backend.method.inputs import describe_reads, ground_truth_read
 
-    gt = cfg.masks.ground_truth_read()
+    gt = cfg.masks.ground_truth_read(trainer.geometry)
     th = eval_cfg.thresholds()
     scene_rule = ("every row (input masks, ours-2D, ours-3D) is given the pixels where the rendered depth hits no "
                   "surface as one region: a Blender user has that depth, and its zeros are exactly the ground-truth "

@@ -154,6 +154,8 @@ class ConfigError(ValueError):
     """The server configuration is unsafe or inconsistent."""
 
 
+#: Seconds a stopping server waits for running jobs to end (the process executor kills its jobs within 1 s).
+SHUTDOWN_WAIT_S = 3.0
 #: Default admission budget: this fraction of the machine's physical memory.
 DEFAULT_MEMORY_FRACTION = 0.5
 #: The real pipeline's job function (what ``backend serve`` runs unless told otherwise).
@@ -543,9 +545,12 @@ class JobServer:
         return sock, auth
 
     def _shutdown(self) -> None:
-        # The running job sees should_stop() (self._stop is set) and ends as failed, not cancelled.
+        # The running job sees should_stop() (self._stop is set) and ends as failed, not cancelled. A job that has not
+        # ended by the deadline (a local job inside native code) is left behind: marked failed below, and
+        # ``backend serve`` exits without waiting for its thread.
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
         for worker in list(self._running.values()):
-            worker.join(10.0)
+            worker.join(max(0.0, deadline - time.monotonic()))
         self._handle_events()
         for rec in list(self._jobs.values()):
             if rec.state not in State.FINISHED:

@@ -74,17 +74,20 @@ class MaskConfig:
             raise MaskSourceError(f"unknown mask source {self.source!r}; choose one of {sorted(PROVIDERS)}")
         return getattr(self, self.source.replace("-", "_"))
 
-    def ground_truth_read(self) -> list[str]:
+    def ground_truth_read(self, geometry: str | None = None) -> list[str]:
         """What the source reads beyond the posed colour images, stated next to every figure: ``[]`` for a
-        source that sees colour only (``classical`` by default, ``sam``); ``noisy-gt`` reads the ground-truth
-        hierarchy; ``classical`` may read the alpha foreground and the rendered depth when asked; ``sam`` reads
-        the alpha when ``foreground_only`` (composites the images onto white and clips its masks to the alpha
-        foreground)."""
+        source that sees colour only (``sam``; ``classical`` in nerf geometry); ``noisy-gt`` reads the
+        ground-truth hierarchy; ``classical`` reads the rendered depth in ``depth`` geometry (exact geometry, the
+        depth every row is given) unless ``use_depth=False``, always with ``use_depth=True``, and the alpha
+        foreground when asked; ``sam`` reads the alpha when ``foreground_only`` (composites the images onto white
+        and clips its masks to the alpha foreground)."""
         if self.source == "noisy-gt":
             return ["ground-truth ids and hierarchy"]
         if self.source == "classical":
-            return [name for name, on in (("alpha foreground", self.classical.use_alpha),
-                                          ("rendered depth", self.classical.use_depth)) if on]
+            c = self.classical
+            depth = c.use_depth is True or (c.use_depth is None and geometry == "depth")
+            return [name for name, on in (("alpha foreground", c.use_alpha),
+                                          ("rendered depth (jumps and normal creases)", depth)) if on]
         if self.source == "given":
             return ["masks supplied with the data (their origin is not known)"]
         if self.source == "sam" and self.sam.foreground_only:
@@ -96,7 +99,7 @@ class MaskConfig:
         out = set()
         if self.source == "classical":
             out |= {"alpha"} if self.classical.use_alpha else set()
-            out |= {"depth"} if self.classical.use_depth else set()
+            out |= {"depth"} if self.classical.use_depth is True else set()
         if self.source == "sam" and self.sam.foreground_only:
             out.add("alpha")
         return out

@@ -51,9 +51,11 @@ class ClassicalConfig:
     """Weight of the L* difference relative to a*/b* in the colour gradient (< 1 discounts shading)."""
     smoothing_sigma: float = 0.0
     """Gaussian blur (pixels) of the Lab image before the gradient; 0 = none (sharpest boundaries)."""
-    use_depth: bool = False
-    """Add depth discontinuities to the gradient when the scene has depth (off by default: like SAM, the
-    masks then come from colour alone; on, they read the rendered depth, which run.json records)."""
+    use_depth: bool | None = None
+    """Add depth discontinuities and normal creases (from the depth) to the colour gradient. ``None`` (default):
+    when the scene carries depth, i.e. in exact geometry where Blender gives every predictor its rendered depth
+    (a run in nerf geometry never has it: its scene is stripped of undeclared depth); ``True``: always, declared
+    as reading the rendered depth (run.json, eval.md); ``False``: colour alone, like SAM."""
     use_alpha: bool = False
     """Restrict the masks to the alpha foreground and add it as a mask (off by default: the foreground is
     the scene level's ground truth; on, run.json and eval.md record that the masks saw it)."""
@@ -61,6 +63,12 @@ class ClassicalConfig:
     """Gradient added at a full depth discontinuity (Lab units; a strong hue edge is ~50-100)."""
     depth_rel_jump: float = 0.1
     """Relative depth jump ``|d1 - d2| / min(d1, d2)`` at which the depth term saturates."""
+    normal_weight: float = 30.0
+    """With ``use_depth``: gradient added where the surface normals (from the depth and the camera) of two
+    neighbours differ fully (``1 - n1 . n2`` at ``normal_jump``): creases where colour cannot tell a shelf
+    from the wall behind it or a table top from its legs. 0 = depth jumps only."""
+    normal_jump: float = 0.3
+    """``1 - n1 . n2`` at which the normal term saturates (0.3: about 45 degrees)."""
     min_area_frac: float = 1e-3
     """Drop masks smaller than this fraction of the image (0.1 % = 40 px at 200x200)."""
     dedupe_iou: float = 0.9
@@ -94,11 +102,38 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return np.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], -1)
 
 
+def depth_normals(depth: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Unit surface normals float64 [H, W, 3] (camera frame) of a planar depth map, from the cross product of the
+    unprojected points' central differences; zero where a neighbour has no surface.
+
+    >>> K = np.array([[10.0, 0, 2], [0, 10.0, 2], [0, 0, 1]])
+    >>> (depth_normals(np.full((4, 4), 2.0), K)[1, 1].round(3) + 0.0).tolist()   # a wall facing the camera
+    [0.0, 0.0, 1.0]
+    """
+    from backend.core.geometry import unproject_depth
+
+    d = np.asarray(depth, np.float64)
+    p = unproject_depth(d, np.asarray(K, np.float64), np.eye(4))
+    dx = np.zeros_like(p)
+    dy = np.zeros_like(p)
+    dx[:, 1:-1] = p[:, 2:] - p[:, :-2]
+    dy[1:-1] = p[2:] - p[:-2]
+    n = np.cross(dx, dy)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    valid = d > 0
+    ok = valid.copy()
+    ok[:, 1:-1] &= valid[:, 2:] & valid[:, :-2]
+    ok[1:-1] &= valid[2:] & valid[:-2]
+    n = np.where(ok[..., None] & (norm > 0), n / np.maximum(norm, 1e-300), 0.0)
+    return n * np.where(n[..., 2:3] < 0, -1.0, 1.0)  # facing the camera (+z in the camera frame)
+
+
 def edge_weights(rgb: np.ndarray, foreground: np.ndarray, depth: np.ndarray | None,
-                 config: ClassicalConfig) -> tuple[object, np.ndarray]:
+                 config: ClassicalConfig, K: np.ndarray | None = None) -> tuple[object, np.ndarray]:
     """The 4-adjacency graph of an ``[H, W]`` image and its gradient weights ``[E]`` (float64).
 
-    ``rgb`` uint8 ``[H, W, 3]``; ``foreground`` bool ``[H, W]``; ``depth`` float ``[H, W]`` or None.
+    ``rgb`` uint8 ``[H, W, 3]``; ``foreground`` bool ``[H, W]``; ``depth`` float ``[H, W]`` or None; ``K``
+    [3, 3] the camera (normals from depth need it; None: depth jumps only).
     """
     import higra as hg
 
@@ -116,6 +151,11 @@ def edge_weights(rgb: np.ndarray, foreground: np.ndarray, depth: np.ndarray | No
         d = depth.reshape(-1).astype(np.float64)
         rel = np.abs(d[src] - d[dst]) / np.maximum(np.minimum(d[src], d[dst]), 1e-9)
         weight += config.depth_weight * np.clip(rel / config.depth_rel_jump, 0.0, 1.0)
+        if K is not None and config.normal_weight > 0:
+            n = depth_normals(depth, K).reshape(-1, 3)
+            bend = 1.0 - np.einsum("ij,ij->i", n[src], n[dst])
+            known = (np.abs(n[src]).sum(1) > 0) & (np.abs(n[dst]).sum(1) > 0)
+            weight += np.where(known, config.normal_weight * np.clip(bend / config.normal_jump, 0.0, 1.0), 0.0)
     fg = foreground.reshape(-1)
     both, neither = fg[src] & fg[dst], ~fg[src] & ~fg[dst]
     top = float(weight.max(initial=0.0)) + 1e3
@@ -178,12 +218,12 @@ def select_nodes(tree, altitudes: np.ndarray, fg_area: np.ndarray, area: np.ndar
 
 
 def classical_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, depth: np.ndarray | None = None,
-                    config: ClassicalConfig | None = None) -> np.ndarray:
+                    config: ClassicalConfig | None = None, K: np.ndarray | None = None) -> np.ndarray:
     """SAM-like multi-granular masks of one image, bool ``[M, H, W]``, largest first.
 
     ``rgb`` uint8 ``[H, W, 3]``; ``alpha`` uint8 ``[H, W]`` (pixels with alpha below
     ``config.foreground_alpha`` are background and in no mask) or None (everything is foreground);
-    ``depth`` planar ``[H, W]`` (0 = background) or None.
+    ``depth`` planar ``[H, W]`` (0 = background) or None; ``K`` [3, 3] for normals from depth, or None.
     The first mask is the whole foreground (the whole image without ``alpha``).
     """
     import higra as hg
@@ -196,7 +236,7 @@ def classical_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, depth: np.
     fg = np.ones((h, w), bool) if alpha is None else np.asarray(alpha) >= config.foreground_alpha
     if not fg.any():
         return np.zeros((0, h, w), bool)
-    graph, weight = edge_weights(rgb, fg, depth if config.use_depth else None, config)
+    graph, weight = edge_weights(rgb, fg, depth if config.use_depth is not False else None, config, K)
     builder = getattr(hg, f"watershed_hierarchy_by_{config.hierarchy}")
     tree, altitudes = builder(graph, weight)
     fg_area = hg.accumulate_sequential(tree, fg.reshape(-1).astype(np.float64), hg.Accumulators.sum)
@@ -220,8 +260,8 @@ def masks_for_scene(scene: Scene, config: ClassicalConfig, data_dir: Path | None
     n = scene.num_views
     for i in range(n):
         alpha = None if scene.alpha is None or not config.use_alpha else scene.alpha[i]
-        depth = None if scene.depth is None else scene.depth[i]
-        out.append(classical_masks(scene.rgb[i], alpha, depth, config))
+        depth = None if scene.depth is None or config.use_depth is False else scene.depth[i]
+        out.append(classical_masks(scene.rgb[i], alpha, depth, config, scene.K[i]))
         if progress is not None:
             progress(i + 1, n)
     return out

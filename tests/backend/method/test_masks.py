@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from backend.method.masks.base import PROVIDERS, MaskConfig, MaskSourceError, load_masks, make_masks, save_masks
-from backend.method.masks.classical import ClassicalConfig, classical_masks, node_masks
+from backend.method.masks.classical import edge_weights, ClassicalConfig, classical_masks, node_masks
 from backend.method.masks.given import GivenConfig
 from backend.method.masks.gt import read_hierarchy
 from backend.method.masks.noisy_gt import NoisyGtConfig, clean_masks
@@ -111,8 +111,32 @@ def test_classical_splits_at_depth_discontinuities():
     left[:, :30] = True
     with_depth = classical_masks(rgb, None, depth, ClassicalConfig(use_depth=True))
     assert best_iou(with_depth, left) > 0.99 and best_iou(with_depth, ~left) > 0.99
-    flat = classical_masks(rgb, None, depth)  # the default reads colour only
+    flat = classical_masks(rgb, None, depth, ClassicalConfig(use_depth=False))  # colour only
     assert best_iou(flat, left) < 0.9
+    assert best_iou(classical_masks(rgb, None, None), left) < 0.9  # the default without depth: colour only
+
+
+def test_classical_splits_at_normal_creases():
+    """Two walls of one colour meeting at a corner that points at the camera: the depth is continuous there, so
+    only the normals from depth tell the walls apart."""
+    h = w = 60
+    K = np.array([[50.0, 0, 30], [0, 50.0, 30], [0, 0, 1]])
+    s = (np.arange(w) + 0.5 - 30) / 50.0  # x / depth along a row
+    depth = np.broadcast_to(3.0 / (1.0 + np.abs(s)), (h, w)).astype(np.float32)  # planes x +- z = -3
+    rgb = np.full((h, w, 3), 128, np.uint8)
+    left = np.broadcast_to(s < 0, (h, w))
+    creases = classical_masks(rgb, None, depth, ClassicalConfig(use_depth=True), K)
+    assert best_iou(creases, left) > 0.9 and best_iou(creases, ~left) > 0.9
+    # the normal term adds its full weight on the edges across the corner and nothing on a flat wall
+    fg = np.ones((h, w), bool)
+    graph, with_n = edge_weights(rgb, fg, depth, ClassicalConfig(use_depth=True), K)
+    _, without = edge_weights(rgb, fg, depth, ClassicalConfig(use_depth=True, normal_weight=0.0), K)
+    src, dst = graph.edge_list()
+    across = left.reshape(-1)[src] != left.reshape(-1)[dst]
+    extra = with_n - without
+    inner = ~across & (np.abs(src % w - 30) > 3) & (src // w > 1) & (src // w < h - 2)
+    rows = (src // w > 1) & (src // w < h - 2)
+    assert extra[across & rows].min() > 25.0 and np.abs(extra[inner]).max() < 1.0
 
 
 def test_node_masks_match_tree_subtrees():

@@ -108,7 +108,7 @@ def test_sigterm_with_a_local_job_thread_in_native_code_exits_0(tmp_path):
             code = proc.wait(20)
         err = proc.stderr.read()
         assert code == 0 and "terminate called" not in err and "Traceback" not in err, (code, err[-2000:])
-        assert time.monotonic() - t0 < 15.0  # the loop's shutdown waits 10 s for the thread, then exits anyway
+        assert time.monotonic() - t0 < 5.0  # the loop's shutdown waits 3 s for the thread, then exits anyway
         assert state_of(tmp_path / "jobs", job)["state"] == "failed"
     finally:
         proc.kill()
@@ -162,6 +162,7 @@ def _busy_port() -> tuple[socket.socket, int]:
     return s, s.getsockname()[1]
 
 
+@pytest.mark.timeout(900)
 def test_bad_serve_options_and_start_up_failures_are_one_error_line(tmp_path):
     from backend.service.keys import create_keys
 
@@ -196,18 +197,21 @@ def test_bad_serve_options_and_start_up_failures_are_one_error_line(tmp_path):
         "negative gpus": ["--executor", "ray", "--gpus-per-job", "-1"],
         "keys and a used port": ["--keys", str(keys), "--bind", f"tcp://127.0.0.1:{port}"],
     }
-    procs = {name: subprocess.Popen(serve_cmd(Path(wd), *argv), cwd=REPO, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, env=ENV) for name, argv in cases.items()}
+    bad = {}
+    names = list(cases)
     try:
-        bad = {}
-        for name, p in procs.items():
-            out, err = p.communicate(timeout=120)
-            lines = [ln for ln in err.splitlines() if ln.strip()]
-            if p.returncode != 2 or len(lines) != 1 or not lines[0].startswith("error:") or "Traceback" in err \
-                    or "listening" in out:
-                bad[name] = (p.returncode, err[-1500:])
-        assert not bad, bad
+        for i in range(0, len(names), 4):  # four at a time: each imports torch, on a shared machine
+            procs = {name: subprocess.Popen(serve_cmd(Path(wd), *cases[name]), cwd=REPO, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True, env=ENV) for name in names[i:i + 4]}
+            for name, p in procs.items():
+                try:
+                    out, err = p.communicate(timeout=300)
+                finally:
+                    p.kill()
+                lines = [ln for ln in err.splitlines() if ln.strip()]
+                if p.returncode != 2 or len(lines) != 1 or not lines[0].startswith("error:") or "Traceback" in err \
+                        or "listening" in out:
+                    bad[name] = (p.returncode, err[-1500:])
     finally:
         busy.close()
-        for p in procs.values():
-            p.kill()
+    assert not bad, bad
