@@ -35,8 +35,24 @@ def dedup_edges(sources: np.ndarray, targets: np.ndarray, num_vertices: int) -> 
     t = np.asarray(targets, dtype=np.int64)
     a, b = np.minimum(s, t), np.maximum(s, t)
     keep = a != b
-    key = np.unique(a[keep] * np.int64(num_vertices) + b[keep])
+    key = sorted_unique(a[keep] * np.int64(num_vertices) + b[keep])
     return key // num_vertices, key % num_vertices
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a 1-D integer array by sorting: the same result, ~25x faster than the hash table NumPy 2.3+
+    uses for ``np.unique`` on 45,000 keys spread over ``[0, 4096^2)`` (4.4 ms -> 0.16 ms; issue #24).
+
+    >>> sorted_unique(np.array([3, 1, 3, 2])).tolist()
+    [1, 2, 3]
+    """
+    s = np.sort(np.asarray(values).reshape(-1))
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
 
 
 def grid_graph_4(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:

@@ -120,6 +120,12 @@ class TrainConfig:
     ``field.feature_grid.max_resolution``: the finest cell spans about this many pixel footprints at the median
     surface depth (:func:`feature_resolution`), so two objects a few pixels apart get cells of their own (a plate
     on a table at resolution 64 shares cells with the table). 0 keeps the configured resolution."""
+    cpu_threads: int = 1
+    """Torch intra-op threads of a training step on a CPU, with one BLAS thread (:mod:`backend.method.threads`);
+    a core left over prepares the next steps' host work. 0 leaves torch's and BLAS's own settings (every core
+    each). A cpu-preset step is many small operations: one thread measured faster than two on 2 cores, and several
+    times faster on a loaded machine (docs/quality.md, issue #24). Results do not depend on it beyond float
+    rounding."""
     render_chunk: int = 8192
     """Points per chunk when querying features at depth points; volume rendering uses
     ``render_chunk * 16 / num_samples`` rays per chunk (bounded memory)."""

@@ -16,6 +16,7 @@ is the ``(1 + r)``-way cross-entropy with the positive as the target class.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import numpy as np
 import torch
@@ -117,31 +118,45 @@ def hierarchical_contrastive_loss(distances: Tensor, pairs: PairSet, temperature
         raise ValueError(f"level_weighting must be 'pairs' or 'levels', got {level_weighting!r}")
     if distances.shape != (len(pairs),):
         raise ValueError(f"distances must be [{len(pairs)}] (one per pair), got {tuple(distances.shape)}")
-    terms = []
-    for pos, neg in (level_groups(pairs) if groups is None else groups):
-        pos_t = torch.as_tensor(pos, device=distances.device)
-        neg_t = torch.as_tensor(neg, device=distances.device)
-        logits = -torch.cat([distances[pos_t][:, None], distances[neg_t].reshape(len(pos), -1)], 1) / temperature
-        terms.append(torch.logsumexp(logits, dim=1) - logits[:, 0])
-    if not terms:
+    groups = level_groups(pairs) if groups is None else groups
+    if not groups:
         return distances.sum() * 0.0
+    ratios = {len(neg) // len(pos) for pos, neg in groups}
+    if level_weighting == "pairs" and len(ratios) == 1:
+        # One ratio r for every level (always with n_pos = n_neg): all levels in one gather, in level order, so
+        # the rows and their mean are those of the per-level loop below (issue #24: ~16 ops instead of ~16 per
+        # level)
+        r = ratios.pop()
+        pos = np.concatenate([p for p, _ in groups])
+        neg = np.concatenate([n for _, n in groups])
+        return _matched_terms(distances, pos, neg, r, temperature).mean()
+    terms = [_matched_terms(distances, pos, neg, len(neg) // len(pos), temperature) for pos, neg in groups]
     if level_weighting == "levels":
         return torch.stack([t.mean() for t in terms]).mean()
     return torch.cat(terms).mean()
 
 
-def pair_distances(features: Tensor, pairs: PairSet, metric: str = "cosine") -> Tensor:
+def _matched_terms(distances: Tensor, pos: np.ndarray, neg: np.ndarray, r: int, temperature: float) -> Tensor:
+    """Eq. 3 for positives ``pos`` [Q] each matched with ``r`` consecutive negatives of ``neg`` [Q r]. -> [Q]."""
+    pos_t = torch.as_tensor(pos, device=distances.device)
+    neg_t = torch.as_tensor(neg, device=distances.device)
+    logits = -torch.cat([distances[pos_t][:, None], distances[neg_t].reshape(len(pos), r)], 1) / temperature
+    return torch.logsumexp(logits, dim=1) - logits[:, 0]
+
+
+def pair_distances(features: Tensor, pairs: PairSet, metric: str = "cosine", assume_normalized: bool = False) -> Tensor:
     """Direct (non-ultrametric) feature distance of each pair, the "Euclidean" term's distance.
 
     Shape: ``features`` [P, D] -> [Q].
     """
-    return edge_lengths(features, pairs.first, pairs.second, metric=metric)
+    return edge_lengths(features, pairs.first, pairs.second, metric=metric, assume_normalized=assume_normalized)
 
 
 def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
                    cfg: ContrastiveLossConfig = ContrastiveLossConfig(), masks: np.ndarray | None = None,
                    graph: tuple[np.ndarray, np.ndarray] | None = None, prior: np.ndarray | None = None,
-                   groups: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Tensor]:
+                   groups: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                   mark: Callable[[str], None] | None = None) -> dict[str, Tensor]:
     """Eq. 4 for one image: ``L_feat = l_ultra + alpha * l_euclid``, each term level-wise (Eq. 3).
 
     The ultrametric term builds the kNN pixel graph of ``uv`` (``cfg.knn``), ONE tree for all pairs, and the
@@ -154,7 +169,11 @@ def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
 
     Host work computed ahead (the trainer's step producer, issue #16) can be passed: ``graph`` (the kNN pixel
     graph of ``uv``), ``prior`` (its boundary prior) and ``groups`` (:func:`level_groups` of ``pairs``); the
-    result is the same as without them.
+    result is the same as without them. ``mark(name)``, when given, is called after each term (``loss:
+    ultrametric``, ``loss: euclidean``; the trainer's per-stage profile).
+
+    With the cosine metric the rows are normalised ONCE for both terms (issue #24; each term normalised them
+    again before): the same values, gradients equal up to float rounding.
     """
     if features.ndim != 2 or len(uv) != features.shape[0]:
         raise ValueError(f"features [P, D] and uv [P, 2] must agree, got {tuple(features.shape)} and "
@@ -162,6 +181,9 @@ def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
     out: dict[str, Tensor] = {}
     if groups is None:
         groups = level_groups(pairs)
+    unit = cfg.metric == "cosine"
+    if unit:  # edge_lengths' own normalisation, done once here
+        features = torch.nn.functional.normalize(features, dim=-1, eps=1e-8)
     if cfg.use_ultrametric:
         src, dst = knn_pixel_graph(uv, k=cfg.knn) if graph is None else graph
         if not cfg.boundary_prior:
@@ -170,12 +192,17 @@ def feature_losses(features: Tensor, uv: np.ndarray, pairs: PairSet,
             if masks is None:
                 raise ValueError("cfg.boundary_prior needs the masks [M, P] of the sampled pixels")
             prior = mask_boundary_prior(src, dst, masks)
-        d = ultrametric_distance(features, src, dst, pairs.pairs, metric=cfg.metric, boundary_prior=prior)
+        d = ultrametric_distance(features, src, dst, pairs.pairs, metric=cfg.metric, boundary_prior=prior,
+                                 assume_normalized=unit)
         out["ultrametric"] = hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting, groups)
+        if mark is not None:
+            mark("loss: ultrametric")
     if cfg.use_euclidean:
-        d = pair_distances(features, pairs, cfg.metric)
+        d = pair_distances(features, pairs, cfg.metric, assume_normalized=unit)
         out["euclidean"] = cfg.alpha * hierarchical_contrastive_loss(d, pairs, cfg.temperature, cfg.level_weighting,
                                                                      groups)
+        if mark is not None:
+            mark("loss: euclidean")
     return out
 
 

@@ -22,6 +22,7 @@ fingerprint). :meth:`Trainer.resume` continues an interrupted run and refuses a 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -42,6 +43,7 @@ from backend.method.field.renderer import render_rays, render_rays_chunked
 from backend.core.geometry import camera_rays, unproject
 from backend.method.losses import LossTerms, depth_continuity_loss, feature_losses, level_groups, norm_loss
 from backend.method.prefetch import Prefetcher
+from backend.method.threads import cpu_count, cpu_training_threads
 from backend.core.graphs import knn_pixel_graph, mask_boundary_prior
 from backend.core.mask_tree import MaskTree, leaf_label_map, mask_tree
 from backend.core.precompute import StencilRuns, sample_stencils_from_runs, stencil_runs
@@ -153,6 +155,10 @@ class StepBatch:
     """Seconds per part of the host work: ``sample``, ``tree_pairs``, ``graph``, ``stencils``."""
 
 
+def _no_mark(stage: str) -> None:
+    """The default :attr:`Trainer.stage_hook`: nothing."""
+
+
 def scene_fingerprint(scene: Scene) -> dict[str, Any]:
     """What identifies a scene for resuming: view count, image size and a hash of the camera poses."""
     c2w = np.round(np.asarray(scene.c2w, np.float64), 5) + 0.0  # + 0.0 folds -0.0 into 0.0
@@ -191,11 +197,15 @@ class Trainer:
     """
 
     #: Worker threads preparing the next steps' host work during :meth:`fit` (0: none, the host work runs inside
-    #: each step; None: 2 on a GPU, 0 on a CPU, where the threads would compete with the field for the same cores:
-    #: bench/bench_step.py measured a step 804 -> 907 ms on 2 cores) and how many steps ahead they may run.
-    #: Results do not depend on either (per-step generators).
+    #: each step; None: 2 on a GPU; on a CPU 1 when the step runs on fewer threads than there are cores
+    #: (:attr:`TrainConfig.cpu_threads`, issue #24), else 0: with torch on every core the worker would compete with
+    #: the field (bench/bench_step.py measured a step 804 -> 907 ms on 2 cores)) and how many steps ahead they may
+    #: run. Results do not depend on either (per-step generators).
     prefetch_workers: int | None = None
     prefetch_depth: int = 3
+    #: Called with a stage name after each stage of a step (``field forward + norm``, ``loss: ultrametric``,
+    #: ``loss: euclidean``, ``backward``, ``optimiser``) when set: bench/bench_train_step.py's per-stage profile.
+    stage_hook: Callable[[str], None] | None = None
 
     def __init__(self, scene: Scene, masks: list[np.ndarray] | None, cfg: TrainConfig | None = None,
                  run_dir: str | Path | None = None, progress: Callable[[TrainProgress], None] | None = None,
@@ -218,9 +228,11 @@ class Trainer:
             self.field = UltrametricField(cfg.field, self.device)
         self.occupancy = OccupancyGrid(cfg.occupancy_resolution, cfg.field.bound, cfg.occupancy_threshold,
                                        device=self.device)
-        # fused on CUDA: the grad scaler hands it found_inf on the device, no .item() per step (issue #16)
+        # fused on CUDA: the grad scaler hands it found_inf on the device, no .item() per step (issue #16); fused on
+        # the CPU too: one pass over each parameter instead of seven (the 606k-row feature table: 3.6 -> 0.9 ms,
+        # issue #24), the same update up to float rounding
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
-                                          eps=cfg.adam_eps, fused=True if self.device.type == "cuda" else None)
+                                          eps=cfg.adam_eps, fused=self._fused_adam())
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(cfg.iterations, 1), eta_min=cfg.lr * cfg.lr_final_ratio)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -235,6 +247,25 @@ class Trainer:
         self._bg_rgb = torch.tensor(cfg.background_rgb, dtype=torch.float32, device=self.device)
 
     # -- construction helpers -----------------------------------------------------------------------------------
+    def _fused_adam(self) -> bool | None:
+        """Whether Adam runs fused on this device (CUDA and CPU; None: torch's default elsewhere)."""
+        return True if self.device.type in ("cuda", "cpu") else None
+
+    def training_threads(self) -> contextlib.AbstractContextManager:
+        """Thread settings of a training step (:mod:`backend.method.threads`): on a CPU, ``cfg.cpu_threads``
+        intra-op threads and one BLAS thread (0 leaves torch's and BLAS's settings); elsewhere nothing changes."""
+        if self.device.type == "cpu" and self.cfg.cpu_threads > 0:
+            return cpu_training_threads(self.cfg.cpu_threads)
+        return contextlib.nullcontext()
+
+    def _prefetch_workers(self) -> int:
+        """Prefetch threads of :meth:`fit` (see :attr:`prefetch_workers`)."""
+        if self.prefetch_workers is not None:
+            return self.prefetch_workers
+        if self.device.type != "cpu":
+            return 2
+        return 1 if 0 < self.cfg.cpu_threads < cpu_count() else 0
+
     @staticmethod
     def _check_masks(scene: Scene, masks: list[np.ndarray] | None) -> list[np.ndarray]:
         if masks is None:
@@ -329,6 +360,8 @@ class Trainer:
             self.optimizer.param_groups[0]["params"] = params
         self.occupancy.load_state_dict(state["occupancy"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a checkpoint of an unfused Adam (older runs) runs fused on
+            group["fused"] = self._fused_adam()
         for p in self.optimizer.param_groups[0]["params"]:  # Adam moments saved flat (tcnn) vs [rows, F] (torch)
             for k, v in self.optimizer.state.get(p, {}).items():
                 if torch.is_tensor(v) and v.numel() == p.numel() and v.shape != p.shape:
@@ -358,11 +391,15 @@ class Trainer:
         stopped = False
         self.field.train()
         prefetch = None
-        workers = self.prefetch_workers
-        if workers is None:
-            workers = 0 if self.device.type == "cpu" else 2
-        if workers > 0 and self.step < total:
-            prefetch = Prefetcher(self.prepare_step, self.step, total, depth=self.prefetch_depth, workers=workers)
+        workers = self._prefetch_workers()
+        threads = self.training_threads()
+        threads.__enter__()
+        try:
+            if workers > 0 and self.step < total:
+                prefetch = Prefetcher(self.prepare_step, self.step, total, depth=self.prefetch_depth, workers=workers)
+        except BaseException:
+            threads.__exit__(None, None, None)
+            raise
         try:
             while self.step < total:
                 if self.should_stop is not None and self.should_stop():
@@ -387,6 +424,7 @@ class Trainer:
                 self.prefetch_waited_s = prefetch.waited_s
                 self.prefetch_waits = list(prefetch.waits)
                 prefetch.close()
+            threads.__exit__(None, None, None)
         self._flush_losses()
         self.save_checkpoint()
         return TrainResult(iterations=self.step, losses=dict(self.last_losses), stopped=stopped,
@@ -446,8 +484,9 @@ class Trainer:
             tree = MaskTree(masks=full.masks[:, rows * self.scene.width + cols], parent=full.parent,
                             kept=full.kept, depth=full.depth)
             sampled_masks = tree.masks[:-1]
-        else:
-            sampled_masks = self.masks[view][:, rows, cols]
+        else:  # np.take on the flat pixel index: the same array, 4x faster than [:, rows, cols] (issue #24)
+            m = self.masks[view]
+            sampled_masks = np.take(m.reshape(m.shape[0], -1), rows * self.scene.width + cols, axis=1)
             tree = mask_tree(sampled_masks, p_in=cfg.p_in, p_iou=cfg.p_iou)
         pairs = sample_hierarchical_pairs(tree, rng, n_pos=cfg.n_pos, n_neg=cfg.n_neg,
                                           reuse_negatives=cfg.reuse_negatives)
@@ -501,22 +540,26 @@ class Trainer:
             if self.step >= cfg.occupancy_warmup and (self.step - cfg.occupancy_warmup) % cfg.occupancy_every == 0:
                 self.occupancy.update(lambda x: self.field.density(x)[0], generator=self.generator)
 
+        mark = self.stage_hook or _no_mark
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
             if self.geometry == "depth":
                 terms, features = self._depth_mode_terms(view, rows, cols, uv)
             else:
                 terms, features = self._nerf_mode_terms(view, rows, cols, uv, batch.stencils)
+            mark("field forward + norm")
             if len(pairs):
                 fl = feature_losses(features.float(), uv, pairs, cfg.loss, batch.sampled_masks, graph=batch.graph,
-                                    prior=batch.prior, groups=batch.groups)
+                                    prior=batch.prior, groups=batch.groups, mark=self.stage_hook)
                 terms.ultrametric, terms.euclidean = fl.get("ultrametric"), fl.get("euclidean")
         total = terms.weighted_total(cfg.loss_weights())
         if torch.is_tensor(total) and total.requires_grad:
             self.scaler.scale(total).backward()
+            mark("backward")
             self.scaler.step(self.optimizer)
             self.scaler.update()
         self.scheduler.step()
+        mark("optimiser")
         out: dict[str, Tensor | float] = {k: v.detach() for k, v in terms.items()}
         out["total"] = total.detach() if torch.is_tensor(total) else float(total)
         return out

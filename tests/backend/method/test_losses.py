@@ -208,3 +208,82 @@ def test_norm_loss(vec):
     f = torch.tensor([vec], dtype=torch.float64)
     want = (math.hypot(*vec) - 1.0) ** 2
     assert norm_loss(f).item() == pytest.approx(want, rel=1e-9, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue #24: the cheaper loss math computes what the former formula computed (values and gradients)
+# ----------------------------------------------------------------------------------------------------------------
+def _reference_hierarchical(distances, groups, tau, weighting):
+    """The former per-level loop of hierarchical_contrastive_loss (Eq. 3 within each level)."""
+    terms = []
+    for pos, neg in groups:
+        logits = -torch.cat([distances[torch.as_tensor(pos)][:, None],
+                             distances[torch.as_tensor(neg)].reshape(len(pos), -1)], 1) / tau
+        terms.append(torch.logsumexp(logits, dim=1) - logits[:, 0])
+    if weighting == "levels":
+        return torch.stack([t.mean() for t in terms]).mean()
+    return torch.cat(terms).mean()
+
+
+def _reference_feature_losses(features, uv, pairs, cfg, masks):
+    """The former feature_losses: each term normalises the rows itself, the contrastive loss loops over levels."""
+    from backend.core.graphs import knn_pixel_graph, mask_boundary_prior
+    from backend.method.losses import level_groups
+    from backend.method.ultrametric import edge_lengths, ultrametric_distance
+
+    groups = level_groups(pairs)
+    src, dst = knn_pixel_graph(uv, k=cfg.knn)
+    prior = mask_boundary_prior(src, dst, masks) if cfg.boundary_prior else None
+    du = ultrametric_distance(features, src, dst, pairs.pairs, metric=cfg.metric, boundary_prior=prior)
+    de = edge_lengths(features, pairs.first, pairs.second, metric=cfg.metric)
+    return {"ultrametric": _reference_hierarchical(du, groups, cfg.temperature, cfg.level_weighting),
+            "euclidean": cfg.alpha * _reference_hierarchical(de, groups, cfg.temperature, cfg.level_weighting)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("metric,weighting", [("cosine", "pairs"), ("cosine", "levels"), ("euclidean", "pairs")])
+def test_feature_losses_equal_the_former_formula_with_gradients(seed, metric, weighting):
+    rng, uv, masks = synthetic_image(seed)
+    pairs = sample_hierarchical_pairs(mask_tree(masks), rng, n_pos=16, n_neg=16)
+    cfg = ContrastiveLossConfig(metric=metric, level_weighting=weighting, boundary_prior=seed != 1)
+    raw = rng.normal(size=(len(uv), 12))
+    grads = []
+    values = []
+    for fn in (feature_losses, _reference_feature_losses):
+        x = torch.tensor(raw, dtype=torch.float32, requires_grad=True)
+        feats = torch.nn.functional.normalize(x, dim=1) if seed != 2 else x * 0.7  # unit rows, and not unit
+        out = fn(feats, uv, pairs, cfg, masks)
+        sum(out.values()).backward()
+        values.append({k: v.item() for k, v in out.items()})
+        grads.append(x.grad.clone())
+    assert set(values[0]) == set(values[1]) == {"ultrametric", "euclidean"}
+    for k in values[1]:  # the same forward values (the shared normalisation is the same op on the same rows)
+        assert values[0][k] == pytest.approx(values[1][k], rel=1e-6, abs=1e-7), k
+    assert grads[1].abs().max() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+
+
+def test_hierarchical_loss_one_gather_equals_level_loop_bitwise():
+    # n_pos = n_neg: one ratio for every level -> the one-gather path; 2:1 on one level -> the per-level fallback
+    rng = np.random.default_rng(5)
+    level = np.repeat([1, 1, 2, 2, 3, 3], 10)
+    positive = np.tile(np.repeat([True, False], 10), 3)
+    node = np.repeat([0, 0, 1, 1, 2, 2], 10)
+    pairs = make_pairs(positive.tolist(), level.tolist(), node.tolist())
+    d = torch.tensor(rng.uniform(0, 2, len(pairs)), dtype=torch.float32, requires_grad=True)
+    from backend.method.losses import level_groups
+
+    groups = level_groups(pairs)
+    for weighting in ("pairs", "levels"):
+        got = hierarchical_contrastive_loss(d, pairs, 0.1, weighting)
+        ref = _reference_hierarchical(d, groups, 0.1, weighting)
+        assert got.item() == ref.item()  # bitwise: the same rows in the same order
+        g1, = torch.autograd.grad(got, d)
+        g2, = torch.autograd.grad(ref, d)
+        torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+    mixed = pairs.subset(np.flatnonzero(~((level == 3) & positive & (np.arange(len(level)) % 10 >= 5))))
+    mgroups = level_groups(mixed)
+    assert {len(n) // len(p) for p, n in mgroups} == {1, 2}
+    dm = d.detach()[: len(mixed)]
+    assert hierarchical_contrastive_loss(dm, mixed, 0.1).item() == pytest.approx(
+        _reference_hierarchical(dm, mgroups, 0.1, "pairs").item(), rel=1e-7)

@@ -306,3 +306,94 @@ def test_train_overrides_and_scene_dependent_feature_grid(box_scene):
     res = resolve_scene_dependent(cfg, f).field.feature_grid.max_resolution
     assert res == feature_resolution(cfg.field.bound, f, 0.5) and res & (res - 1) == 0 and res >= 64
     assert resolve_scene_dependent(tiny_config(), f) == tiny_config()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue #24: a cheaper CPU step (thread settings, fused Adam, stage profile hook)
+# ----------------------------------------------------------------------------------------------------------------
+def test_cpu_step_thread_settings_are_applied_and_restored(box_scene):
+    from backend.method import threads
+
+    scene, masks = box_scene
+    before_torch = torch.get_num_threads()
+    before_blas = threads.blas_threads()
+    seen = []
+    cfg = tiny_config(geometry="depth", iterations=3, cpu_threads=1)
+    tr = Trainer(scene, masks, cfg, progress=lambda p: seen.append((torch.get_num_threads(), threads.blas_threads())))
+    tr.prepare_step = (lambda orig: lambda step: (seen.append(("blas", threads.blas_threads())), orig(step))[1])(
+        tr.prepare_step)
+    tr.fit()
+    assert torch.get_num_threads() == before_torch and threads.blas_threads() == before_blas
+    progress = [s for s in seen if s[0] != "blas"]
+    assert progress and all(t == 1 and all(b == 1 for b in blas) for t, blas in progress)
+    assert all(all(b == 1 for b in s[1]) for s in seen if s[0] == "blas")  # the host work, too
+    # 0 leaves the settings alone; the prefetch thread runs only when a core is left over
+    tr0 = Trainer(scene, masks, tiny_config(geometry="depth", iterations=2, cpu_threads=0))
+    assert tr0._prefetch_workers() == 0
+    tr0.fit()
+    assert torch.get_num_threads() == before_torch
+    assert tr._prefetch_workers() == (1 if threads.cpu_count() > 1 else 0)
+
+
+def test_blas_thread_setter_round_trips():
+    from backend.method import threads
+
+    before = threads.blas_threads()
+    if not before:
+        pytest.skip("no OpenBLAS loaded in this process")
+    prev = threads.set_blas_threads(1)
+    assert prev == before and threads.blas_threads() == [1] * len(before)
+    threads.set_blas_threads(prev)
+    assert threads.blas_threads() == before
+
+
+def test_thread_count_does_not_change_what_is_trained(box_scene):
+    scene, masks = box_scene
+    runs = []
+    for n in (1, 2):
+        tr = Trainer(scene, masks, tiny_config(geometry="depth", iterations=8, cpu_threads=n))
+        tr.prefetch_workers = 0
+        runs.append((tr.fit().losses, tr))
+    for k in runs[0][0]:
+        assert runs[0][0][k] == pytest.approx(runs[1][0][k], rel=1e-4, abs=1e-6), k
+    for (n1, p1), (_, p2) in zip(runs[0][1].field.named_parameters(), runs[1][1].field.named_parameters()):
+        torch.testing.assert_close(p1, p2, rtol=1e-4, atol=1e-6, msg=n1)
+
+
+def test_cpu_adam_is_fused_and_equals_the_unfused_update(box_scene, tmp_path):
+    scene, masks = box_scene
+    cfg = tiny_config(geometry="depth", iterations=6, checkpoint_every=0)
+    fused = Trainer(scene, masks, cfg)
+    assert all(g["fused"] for g in fused.optimizer.param_groups)
+    plain = Trainer(scene, masks, cfg)
+    plain.optimizer = torch.optim.Adam(plain.field.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas),
+                                       eps=cfg.adam_eps)
+    plain.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        plain.optimizer, T_max=cfg.iterations, eta_min=cfg.lr * cfg.lr_final_ratio)
+    fused.prefetch_workers = plain.prefetch_workers = 0
+    for i in range(cfg.iterations):
+        la, lb = fused.train_step(), plain.train_step()
+        fused.step += 1
+        plain.step += 1
+        if i == 0:  # the same gradients: the same update up to float rounding
+            for (n1, p1), (_, p2) in zip(fused.field.named_parameters(), plain.field.named_parameters()):
+                torch.testing.assert_close(p1, p2, rtol=1e-6, atol=1e-8, msg=n1)
+        # later, rounding-level differences in a gradient near 0 move Adam's sign-like update of that entry
+        # (eps 1e-15): the losses stay the same
+        for k in lb:
+            assert la[k] == pytest.approx(lb[k], rel=1e-3, abs=1e-6), (i, k)
+    # a checkpoint of the unfused optimiser (runs from before) resumes fused
+    plain.run_dir = tmp_path
+    plain.save_checkpoint()
+    resumed = Trainer.resume(tmp_path, scene, masks)
+    assert all(g["fused"] for g in resumed.optimizer.param_groups)
+
+
+def test_stage_hook_reports_every_stage_of_a_step(box_scene):
+    scene, masks = box_scene
+    for geometry in ("depth", "nerf"):
+        tr = Trainer(scene, masks, tiny_config(geometry=geometry, iterations=2))
+        stages: list[str] = []
+        tr.stage_hook = stages.append
+        tr.train_step()
+        assert stages == ["field forward + norm", "loss: ultrametric", "loss: euclidean", "backward", "optimiser"]
