@@ -15,8 +15,10 @@ The service survives its users: a job whose estimated peak memory (from its decl
 exceeds ``memory_budget_bytes`` is refused (``too_large``); each client's unread replies are bounded
 (``send_hwm`` messages, results shared zero-copy) and a client that does not read has its requests dropped
 for ``slow_client_s``; a full disk fails the job or the submit, never the server; a job belongs to the client
-that submitted it (its CurveZMQ public key, else its ``client_token``, else its routing id), other clients
-are told ``unknown_job`` (``admin_keys`` see everything).
+that submitted it (its CurveZMQ public key, else its ``client_token``, else the routing id the ROUTER assigned
+to its connection; never a routing id the client chose), other clients are told ``unknown_job`` and job ids are
+per owner (``admin_keys`` see everything). The ``process`` executor (:mod:`backend.service.job_process`) runs
+each job in a child process.
 
 Binding anything but loopback (or ipc://) requires CurveZMQ keys (:mod:`backend.service.keys`).
 """
@@ -136,6 +138,12 @@ def physical_memory_bytes() -> int:
 def owner_id(kind: str, value: str) -> str:
     """Stored form of a job owner (a hash: state files never hold client tokens)."""
     return hashlib.sha256(f"{kind}:{value}".encode()).hexdigest()[:32]
+
+
+def is_router_assigned(identity: bytes) -> bool:
+    """Whether a routing id is of the form a ROUTER gives a peer that set none (a zero byte and a 32-bit counter
+    from a random start). A client may mimic the form, but not guess the value of another connection."""
+    return len(identity) == 5 and identity[0] == 0
 
 
 def job_key(owner: str | None, job: str) -> str:
@@ -700,10 +708,14 @@ class JobServer:
             self._req_owner = owner_id("key", user)
         elif token:
             self._req_owner = owner_id("token", token)
+        elif is_router_assigned(identity):
+            # No token, no key, no routing id of its own (the Blender add-on): the ROUTER's id for the connection
+            # (random 32-bit start, never shown to any client) owns its jobs for as long as it is connected.
+            self._req_owner = owner_id("connection", identity.hex())
         else:
-            # No token, no key: nothing the client says identifies it (it picks its routing id itself, and can
-            # pick another's), so each such request gets a server-assigned identity of its own. Its submit's
-            # progress and result reach the submitting connection; status / fetch / cancel by id need a token.
+            # No token, no key, a routing id the client chose (and could have copied from another): nothing
+            # identifies it, so each such request gets a server-assigned identity of its own. Its submit's progress
+            # and result reach the submitting connection; status / fetch / cancel by id need a token.
             self._req_owner = owner_id("anonymous", secrets.token_hex(16))
         self._req_admin = bool(user) and user in self.config.admin_keys
         try:

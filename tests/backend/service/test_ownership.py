@@ -5,6 +5,7 @@ loopback, real sockets."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,40 @@ def test_a_connection_without_token_cannot_be_impersonated_by_its_routing_id(tmp
             assert isinstance(listing, P.StatusReply) and listing.jobs == []
         finally:
             thief.close()
+    finally:
+        srv.stop()
+
+
+def test_a_connection_without_token_or_routing_id_cancels_its_own_job(tmp_path):
+    """The Blender add-on's way: no token, no routing id; the ROUTER assigns one, unknown to other clients."""
+    srv = make_server(tmp_path)
+    try:
+        ctx = zmq.Context.instance()
+        own = ctx.socket(zmq.DEALER)
+        own.setsockopt(zmq.LINGER, 0)
+        own.connect(srv.endpoint)
+        scene = make_scene(seed=6)
+        own.send_multipart(P.encode(P.Submit(job="addon-job", rgb=scene.rgb, c2w=scene.c2w, intrinsics=scene.K,
+                                             depth=scene.depth, options=P.JobOptions(iterations=100_000))))
+        other = ctx.socket(zmq.DEALER)  # another token-less connection without a routing id
+        other.setsockopt(zmq.LINGER, 0)
+        other.connect(srv.endpoint)
+        try:
+            assert isinstance(_ask(other, P.Status()), P.StatusReply)
+            reply = _ask(other, P.Cancel(job="addon-job"))
+            assert isinstance(reply, P.Error) and reply.code == "unknown_job", reply
+            deadline = time.monotonic() + 20
+            acked = None
+            own.send_multipart(P.encode(P.Cancel(job="addon-job")))
+            while acked is None and time.monotonic() < deadline:
+                assert own.poll(10_000)
+                msg = P.decode(own.recv_multipart())
+                if isinstance(msg, P.CancelAck):
+                    acked = msg.state
+            assert acked in ("cancelling", "cancelled"), acked
+        finally:
+            own.close()
+            other.close()
     finally:
         srv.stop()
 
