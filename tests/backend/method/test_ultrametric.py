@@ -178,3 +178,28 @@ def test_boundary_prior_changes_the_bottleneck():
     assert d1.item() == d2.item()
     with pytest.raises(ValueError, match="one value per edge"):
         ultrametric_distance(feats, src, dst, np.array([[0, 2]]), boundary_prior=np.zeros(3))
+
+
+@pytest.mark.parametrize("num_masks", [0, 1, 7, 8, 9, 64, 65, 120, 130])
+def test_mask_boundary_crossings_match_membership_comparison(num_masks):
+    # issue #24: membership compared as 64-bit words; must equal "any mask differs" for every mask count
+    rng = np.random.default_rng(num_masks)
+    masks = rng.random((num_masks, 300)) < 0.2
+    masks[:, 50:60] = masks[:, 50:51]  # some pixels with identical membership
+    src, dst = rng.integers(0, 300, 2000), rng.integers(0, 300, 2000)
+    expected = (masks[:, src] != masks[:, dst]).any(axis=0)
+    assert mask_boundary_crossings(src, dst, masks).tolist() == expected.tolist()
+
+
+def test_sorted_unique_and_dedup_equal_numpy_unique():
+    from backend.core.graphs import dedup_edges, sorted_unique
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 1000):
+        x = rng.integers(0, 50, n)
+        assert sorted_unique(x).tolist() == np.unique(x).tolist()
+    s, t = rng.integers(0, 400, 5000), rng.integers(0, 400, 5000)
+    a, b = np.minimum(s, t), np.maximum(s, t)
+    key = np.unique(a[a != b] * 400 + b[a != b])
+    ds, dt = dedup_edges(s, t, 400)
+    assert ds.tolist() == (key // 400).tolist() and dt.tolist() == (key % 400).tolist()
