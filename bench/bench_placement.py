@@ -15,7 +15,8 @@ For each example scene it renders the same Blender-HS folder settings three time
     python bench/bench_placement.py --scenes room,surroundings --res 200 --samples 64   # default dataset settings
     python bench/bench_placement.py --quick                # 20 train + 2 val views
 
-Timings depend on machine load: the load average is printed before and after.
+Timings depend on machine load: the load average is printed before and after, and the process's CPU time
+(render threads included) is compared too, which other jobs on the machine disturb less than wall time.
 """
 
 from __future__ import annotations
@@ -72,27 +73,28 @@ def main() -> int:
                 scene = build_example(name)
                 planned.clear()
                 dataset.plan_cameras = planner
-                t = time.perf_counter()
+                t, cpu = time.perf_counter(), time.process_time()
                 result = dataset.render_dataset_from_open_scene(Path(tmp) / f"{name}_{run}", config, scene=scene,
                                                                 source=name)
-                times[run] = (time.perf_counter() - t, sum(planned), result)
+                times[run] = (time.perf_counter() - t, sum(planned), result, time.process_time() - cpu)
             dataset.plan_cameras = plan_cameras
-            on, plan_s, res = times["on"]
-            off = times["off"][0]
+            on, plan_s, res, cpu_on = times["on"]
+            off, cpu_off = times["off"][0], times["off"][3]
             orbit = times["orbit"][0]
-            rows.append((name, res.rendered, on, off, orbit, plan_s, res.coverage.placement))
+            rows.append((name, res.rendered, on, off, orbit, plan_s, res.coverage.placement, cpu_on, cpu_off))
             print(f"{name}: {res.rendered} views; placement {res.coverage.placement}: {on:.1f} s (planning "
-                  f"{plan_s:.2f} s); placement off, same views: {off:.1f} s; ratio {on / off:.3f}; "
-                  f"plain orbit (other views): {orbit:.1f} s", flush=True)
+                  f"{plan_s:.2f} s); placement off, same views: {off:.1f} s; ratio {on / off:.3f}; CPU time "
+                  f"{cpu_on:.1f} s / {cpu_off:.1f} s = {cpu_on / cpu_off:.3f}; plain orbit (other views): "
+                  f"{orbit:.1f} s", flush=True)
             print("  " + res.coverage.summary_line())
             print("  orbit: " + times["orbit"][2].coverage.summary_line(), flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    print("\n| scene | placement | views | with placement | placement off (same views) | ratio | planning "
-          "| plain orbit (other views) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, views, on, off, orbit, plan_s, used in rows:
-        print(f"| {name} | {used} | {views} | {on:.1f} s | {off:.1f} s | {on / off:.3f} | {plan_s:.2f} s "
-              f"({100 * plan_s / on:.1f} %) | {orbit:.1f} s |")
+    print("\n| scene | placement | views | with placement | placement off (same views) | ratio | CPU-time ratio "
+          "| planning | plain orbit (other views) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, views, on, off, orbit, plan_s, used, cpu_on, cpu_off in rows:
+        print(f"| {name} | {used} | {views} | {on:.1f} s | {off:.1f} s | {on / off:.3f} | {cpu_on / cpu_off:.3f} | "
+              f"{plan_s:.2f} s ({100 * plan_s / on:.1f} %) | {orbit:.1f} s |")
     return 0
 
 
