@@ -352,3 +352,24 @@ def test_open_room_with_things_outside(tmp_path):
     assert set(meta["frame_backdrops"]) == {"Floor", "WallNorth", "WallWest", "Slab1", "Slab2"}
     seen, share, views = measured(out, set(meta["frame_backdrops"]))
     assert seen >= 0.8 and share >= 0.3, (seen, share, views)
+
+
+def test_resume_accepts_folders_from_before_placement_and_refuses_another_placement(dataset_copy):
+    """A tabletop folder written before placement existed (no placement keys) resumes without rendering; asking
+    for another placement is refused. The coverage written after the views is never compared."""
+    from dataset_tools.dataset import render_dataset
+    from dataset_tools.errors import DatasetError
+
+    meta = json.loads((dataset_copy / "meta.json").read_text())
+    assert meta["placement_used"] == "orbit" and meta["settings"]["placement"] == "auto"
+    blend = Path(meta["source"])
+    for key in ("placement_used", "enclosure", "coverage"):
+        meta.pop(key)
+    meta["settings"].pop("placement")
+    (dataset_copy / "meta.json").write_text(json.dumps(meta))
+    res = render_dataset(blend, dataset_copy, make_config())
+    assert res.rendered == 0 and res.skipped > 0
+    assert res.coverage is not None and len(res.coverage.views) == make_config().n_train
+    assert "coverage" in json.loads((dataset_copy / "meta.json").read_text())
+    with pytest.raises(DatasetError, match="different settings"):
+        render_dataset(blend, dataset_copy, make_config(placement="inside"))
