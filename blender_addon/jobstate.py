@@ -20,6 +20,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 
+from backend.wire import job_progress
 from backend.wire import protocol as P
 from .events import ClientFailed, Sent
 
@@ -58,14 +59,8 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.CANCELLED: frozenset(_RESTART),
 }
 
-#: Overall progress (0..1) at the start and end of each running phase.
-_SPAN = {
-    Phase.RENDERING: (0.0, 0.10),
-    Phase.SUBMITTED: (0.10, 0.10),
-    Phase.QUEUED: (0.10, 0.10),
-    Phase.TRAINING: (0.10, 0.85),
-    Phase.SEGMENTING: (0.85, 1.0),
-}
+#: The plan of a job started without one (the add-on's default render, the cpu preset's 1,500 steps).
+DEFAULT_PLAN = job_progress.JobPlan(views=32, resolution=200, iterations=1500, preset="cpu")
 
 #: Server stage names (lower-case prefixes) reported while segmenting; every other running stage
 #: (``starting``, ``masks``, ``training``...) counts as training.
@@ -99,6 +94,8 @@ class JobState:
     cancel_requested: bool = False
     started: float = 0.0
     """``time.monotonic()`` when the job started (0 before)."""
+    tracker: job_progress.Tracker | None = None
+    """The bar over all stages and the ETA (:mod:`backend.wire.job_progress`); None before a job."""
 
     @property
     def active(self) -> bool:
@@ -123,37 +120,48 @@ def phase_for_stage(stage: str, queue_position: int | None = None) -> Phase:
     return Phase.TRAINING
 
 
-def transition(state: JobState, phase: Phase, **changes) -> JobState:
-    """``state`` moved to ``phase`` with field ``changes``; raises :class:`InvalidTransition`."""
+def transition(state: JobState, phase: Phase, now: float | None = None, **changes) -> JobState:
+    """``state`` moved to ``phase`` with field ``changes``; raises :class:`InvalidTransition`.
+
+    The job's :class:`job_progress.Tracker` follows the new stage / step (``now``: ``time.monotonic()``)."""
     phase = Phase(phase)
     if phase not in TRANSITIONS[state.phase]:
         raise InvalidTransition(f"job state cannot go from {state.phase} to {phase}")
     new = dataclasses.replace(state, phase=phase, **changes)
-    return dataclasses.replace(new, progress=_progress(state, new))
-
-
-def _progress(old: JobState, new: JobState) -> float:
-    if new.phase == Phase.DONE:
-        return 1.0
-    if new.phase not in _SPAN:
-        return old.progress
-    lo, hi = _SPAN[new.phase]
-    frac = min(max(new.step / new.total, 0.0), 1.0) if new.total > 0 else 0.0
-    value = lo + (hi - lo) * frac
-    return value if new.phase == Phase.RENDERING and old.phase in _RESTART | FINAL else max(old.progress, value)
+    if new.tracker is None or phase not in ACTIVE | {Phase.DONE}:
+        return dataclasses.replace(new, progress=1.0) if phase == Phase.DONE and new.tracker is None else new
+    now = time.monotonic() if now is None else now
+    tracker = new.tracker.update(new.stage, new.step, new.total, now, server_eta=changes.get("eta"))
+    return dataclasses.replace(new, tracker=tracker, progress=tracker.progress, eta=tracker.eta)
 
 
 # -------------------------------------------------------------------------------------- operations
 
 
-def start_rendering(state: JobState, total: int, now: float | None = None) -> JobState:
-    """A new job begins: rendering ``total`` views."""
-    return transition(JobState(phase=state.phase), Phase.RENDERING, stage="render", total=int(total),
-                      message=f"rendering {total} views", started=time.monotonic() if now is None else now)
+def start_rendering(state: JobState, total: int, now: float | None = None,
+                    plan: job_progress.JobPlan | None = None) -> JobState:
+    """A new job begins: rendering ``total`` views (``plan``: what the whole job will do, for the bar's
+    stage weights; default :data:`DEFAULT_PLAN` with ``total`` views)."""
+    now = time.monotonic() if now is None else now
+    plan = plan or dataclasses.replace(DEFAULT_PLAN, views=max(int(total), 1))
+    tracker = job_progress.Tracker.start(plan, now)
+    return transition(JobState(phase=state.phase, tracker=tracker), Phase.RENDERING, now=now, stage="render",
+                      total=int(total), message=f"rendering {total} views", started=now)
 
 
-def render_progress(state: JobState, done: int, total: int) -> JobState:
-    return transition(state, Phase.RENDERING, step=int(done), total=int(total), message=f"rendered {done}/{total} views")
+def render_progress(state: JobState, done: int, total: int, now: float | None = None) -> JobState:
+    return transition(state, Phase.RENDERING, now=now, step=int(done), total=int(total),
+                      message=f"rendered {done}/{total} views")
+
+
+def imported(state: JobState, now: float | None = None) -> JobState:
+    """The result is in the scene: the bar is full."""
+    if state.phase != Phase.DONE:
+        return state
+    if state.tracker is None:
+        return dataclasses.replace(state, progress=1.0, eta=0.0)
+    tracker = state.tracker.finish(time.monotonic() if now is None else now)
+    return dataclasses.replace(state, tracker=tracker, progress=1.0, eta=0.0, stage="done")
 
 
 def fail(state: JobState, code: str, message: str) -> JobState:
@@ -172,13 +180,13 @@ def request_cancel(state: JobState) -> JobState:
     return dataclasses.replace(state, cancel_requested=True, message="cancelling…")
 
 
-def apply_event(state: JobState, event) -> JobState:
+def apply_event(state: JobState, event, now: float | None = None) -> JobState:
     """The state after one event of the client thread (see the module docstring)."""
     job = getattr(event, "job", None)
     if isinstance(event, Sent):
         if state.phase not in (Phase.RENDERING, Phase.IDLE) and state.job != event.job:
             return state
-        return transition(state, Phase.SUBMITTED, job=event.job, stage="sending",
+        return transition(state, Phase.SUBMITTED, now=now, job=event.job, stage="sending",
                           message=f"sent {event.nbytes / 1e6:.1f} MB", step=0, total=0)
     if state.final or (job is not None and state.job and job != state.job):
         return state  # stale: a finished job, or another job's message
@@ -186,19 +194,19 @@ def apply_event(state: JobState, event) -> JobState:
         return fail(state, event.code, event.message)
     if isinstance(event, P.Accepted):
         if event.queue_position > 0:
-            return _advance(state, Phase.QUEUED, stage="queued", queue_position=event.queue_position,
+            return _advance(state, Phase.QUEUED, now, stage="queued", queue_position=event.queue_position,
                             message=f"accepted; {event.queue_position} job(s) ahead")
-        return _advance(state, Phase.TRAINING, stage="starting", queue_position=None, message="accepted; starting")
+        return _advance(state, Phase.TRAINING, now, stage="starting", queue_position=None, message="accepted; starting")
     if isinstance(event, P.Progress):
         phase = phase_for_stage(event.stage, event.queue_position)
         msg = event.message or (f"{event.stage} {event.step}/{event.total}" if event.total else event.stage)
-        return _advance(state, phase, stage=event.stage, step=event.step, total=event.total, message=msg,
+        return _advance(state, phase, now, stage=event.stage, step=event.step, total=event.total, message=msg,
                         eta=event.eta, queue_position=event.queue_position, losses=dict(event.losses))
     if isinstance(event, P.Result):
         n = event.arrays.get("points")
         n = 0 if n is None else n.shape[0]
-        return transition(state, Phase.DONE, stage="done", message=f"received {n} points", eta=0.0,
-                          queue_position=None)
+        return transition(state, Phase.DONE, now=now, stage="import", step=0, total=1,
+                          message=f"received {n} points; importing", queue_position=None)
     if isinstance(event, P.Error):
         if event.code == P.ErrorCode.CANCELLED:
             return transition(state, Phase.CANCELLED, message="cancelled", eta=None)
@@ -210,11 +218,11 @@ def apply_event(state: JobState, event) -> JobState:
     return state
 
 
-def _advance(state: JobState, phase: Phase, **changes) -> JobState:
+def _advance(state: JobState, phase: Phase, now: float | None = None, **changes) -> JobState:
     """Move forward to ``phase``, or stay (updating the fields) when the job is already further on."""
     if _ORDER.get(phase, 99) < _ORDER.get(state.phase, 99):
         phase = state.phase
-    return transition(state, phase, **changes)
+    return transition(state, phase, now=now, **changes)
 
 
 # -------------------------------------------------------------------------------------- display
@@ -222,14 +230,15 @@ def _advance(state: JobState, phase: Phase, **changes) -> JobState:
 
 def format_eta(seconds: float | None) -> str:
     """``1h 02m``, ``3m 05s``, ``42s``; empty when unknown."""
-    if seconds is None or seconds < 0:
-        return ""
-    s = int(round(seconds))
-    if s >= 3600:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m {s % 60:02d}s"
-    return f"{s}s"
+    return job_progress.format_duration(seconds)
+
+
+def stage_label(state: JobState) -> str:
+    """What the job is doing, by name: the tracker's stage (render, upload, masks, training, segmentation,
+    import) while it runs, else the phase."""
+    if state.tracker is not None and (state.active or (state.phase == Phase.DONE and state.progress < 1.0)):
+        return state.tracker.stage_name
+    return str(state.phase)
 
 
 def status_text(state: JobState) -> str:
@@ -238,9 +247,7 @@ def status_text(state: JobState) -> str:
         return ""
     if state.phase == Phase.FAILED:
         return f"Segment: failed ({state.error_code}): {state.error}"
-    parts = [f"Segment: {state.phase}"]
-    if state.stage and state.stage not in (str(state.phase), "render"):
-        parts[0] += f" ({state.stage})"
+    parts = [f"Segment: {stage_label(state)}"]
     if state.total > 0 and not state.final:
         parts[0] += f" {state.step}/{state.total}"
     if state.queue_position:

@@ -27,7 +27,7 @@ from . import importer
 from backend.wire import protocol as P
 from .client import ClientConfig, JobThread, drain
 from .events import ClientFailed, ThreadDone
-from .jobstate import JobState, Phase, apply_event, fail, format_eta, status_text
+from .jobstate import JobState, Phase, apply_event, fail, format_eta, imported, stage_label, status_text
 from .messages import ResultError, SegmentationResult, load_result_file, result_from_message
 from .properties import state_of
 from backend.wire.tree_cut import granularity_to_threshold, merge_altitudes, threshold_to_granularity
@@ -240,6 +240,7 @@ def _receive(scene, msg: P.Result) -> None:
     except (ResultError, importer.ImportFailed, OSError, RuntimeError, ValueError) as e:
         SESSION.state = fail(SESSION.state, "bad_result", f"the result could not be imported: {e}")
         return
+    SESSION.state = imported(SESSION.state)
     report("INFO", f"Imported {result.n_points} points as {obj.name!r}")
 
 
@@ -274,7 +275,7 @@ def publish() -> None:
         props.phase = str(st.phase)
         props.status = status_text(st)
         props.message = st.message[:1000]
-        props.stage = st.stage
+        props.stage = stage_label(st) if st.tracker is not None else st.stage
         props.eta = format_eta(st.eta) if not st.final else ""
         props.progress = st.percent
         props.job_id = st.job

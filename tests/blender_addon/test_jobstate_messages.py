@@ -24,7 +24,9 @@ def test_job_runs_through_phases_with_monotone_progress():
     for ev in steps:
         s = js.apply_event(s, ev)
         progress.append(s.progress)
-    assert s.phase == js.Phase.DONE and s.progress == 1.0
+    assert s.phase == js.Phase.DONE and s.progress < 1.0 and js.stage_label(s) == "import"
+    s = js.imported(s)
+    assert s.progress == 1.0
     assert all(b >= a for a, b in zip(progress, progress[1:]))
     assert "done" in js.status_text(s)
 

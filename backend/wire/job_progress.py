@@ -1,0 +1,227 @@
+"""One progress bar over a whole segmentation job, and its ETA (standard library only; shared by the Blender
+add-on and ``backend submit``).
+
+A job passes through :data:`STAGES` in order: ``render`` (the client renders the views), ``upload`` (sending,
+queued, starting), ``masks`` (2D masks per view), ``training``, ``segmentation`` (feature cloud, tree, labels)
+and ``import`` (the client builds the point cloud). Each stage gets a share of the bar proportional to its
+expected seconds (:func:`expected_seconds`, from measured per-view / per-step times, see :data:`MEASURED`);
+within a stage the bar moves with ``step / total``. The bar never moves back: an event of an earlier stage
+(a late message) leaves it where it is.
+
+The ETA is measured, not assumed, once it can be: the current stage's remaining steps at the rate seen since its
+first reported step, plus the later stages' expected seconds scaled by how much slower (or faster) this machine
+ran the stages seen so far than :data:`MEASURED` (training dominates a job, so after the first tenth of training
+the ETA follows the real step rate). Before a stage has a rate the server's own ETA is used when it sends one.
+
+Times are ``time.monotonic()`` seconds passed in explicitly (``now``), so the logic is tested without clocks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+#: The job's stages in order.
+STAGES: tuple[str, ...] = ("render", "upload", "masks", "training", "segmentation", "import")
+_INDEX = {s: i for i, s in enumerate(STAGES)}
+
+#: Server stage names (lower-case prefixes) of each stage; anything else keeps the current stage.
+_ALIASES: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("render",), "render"),
+    (("sending", "sent", "queued", "starting", "accepted", "upload"), "upload"),
+    (("masks", "points"), "masks"),
+    (("training", "train"), "training"),
+    (("segment", "pointcloud", "point_cloud", "fuse", "fusion", "tree", "export", "label"), "segmentation"),
+    (("import", "done", "received"), "import"),
+)
+
+
+def stage_of(name: str) -> str | None:
+    """The stage a server / client stage ``name`` belongs to, or None when unknown.
+
+    >>> stage_of("masks"), stage_of("segmentation"), stage_of("queued"), stage_of("evaluation")
+    ('masks', 'segmentation', 'upload', None)
+    """
+    s = name.strip().lower()
+    for prefixes, stage in _ALIASES:
+        if s.startswith(prefixes):
+            return stage
+    return None
+
+
+@dataclass(frozen=True)
+class StageTimes:
+    """Seconds per unit of work of each stage on one machine (see :data:`MEASURED`)."""
+
+    render_per_view_mpx: float
+    """Seconds to render one view, per megapixel (Cycles at 64 samples; Workbench is ~10x less)."""
+    masks_per_view_mpx: float
+    """Seconds of classical masks per view, per megapixel."""
+    step: dict[str, float]
+    """Seconds per training step by preset."""
+    segmentation_fixed: float
+    """Seconds of segmentation independent of the step count (feature cloud, tree, labels)."""
+    import_s: float
+    """Seconds the client takes to build the point cloud."""
+    upload_s: float = 1.0
+
+
+#: Stage times measured with ``scripts/measure_stage_times.py`` on the 2-core development machine (CPU, no GPU)
+#: under the shared load of the time (load average about 17 on 2 cores: several engineers' tests at once, so
+#: these are several times slower than an idle machine). Only the ratios between stages shape the bar; the ETA
+#: rescales them by the speed actually seen (module docstring). GPU step times are not measured here (no GPU):
+#: ``default``/``paper``/``fast`` on a CPU use the CPU numbers scaled by their grid sizes.
+MEASURED = StageTimes(
+    render_per_view_mpx=60.0,
+    masks_per_view_mpx=40.0,
+    step={"cpu": 0.35, "fast": 1.2, "default": 2.5, "paper": 2.5},
+    segmentation_fixed=30.0,
+    import_s=1.0,
+)
+#: GPU: step times per preset are what docs/backend.md projects; render and masks stay on the client / CPU.
+MEASURED_GPU = dataclasses.replace(MEASURED, step={"cpu": 0.02, "fast": 0.03, "default": 0.05, "paper": 0.08},
+                                   segmentation_fixed=10.0)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """What a job will do (known before rendering)."""
+
+    views: int
+    resolution: int
+    iterations: int
+    preset: str = "cpu"
+    engine: str = "cycles"
+    samples: int = 64
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        for name in ("views", "resolution", "iterations"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"a job plan needs {name} >= 1, got {getattr(self, name)}")
+
+
+def times_for(device: str) -> StageTimes:
+    """The measured stage times for a server device (``cpu``, ``cuda``, ``cuda:0``, ``mps``...)."""
+    return MEASURED if device.strip().lower() in ("", "cpu") else MEASURED_GPU
+
+
+def expected_seconds(plan: JobPlan, times: StageTimes | None = None) -> tuple[float, ...]:
+    """Expected seconds of each of :data:`STAGES` for ``plan`` (all > 0)."""
+    plan.validate()
+    t = times or times_for(plan.device)
+    mpx = plan.views * plan.resolution ** 2 / 1e6
+    render_scale = max(plan.samples, 1) / 64 if plan.engine == "cycles" else 0.1
+    render = t.render_per_view_mpx * mpx * render_scale
+    step = t.step.get(plan.preset, max(t.step.values()))
+    return (max(render, 0.1), t.upload_s, max(t.masks_per_view_mpx * mpx, 0.1), max(step * plan.iterations, 0.1),
+            t.segmentation_fixed, t.import_s)
+
+
+def weights(seconds: tuple[float, ...]) -> tuple[float, ...]:
+    """Shares of the bar (sum 1) from expected seconds per stage."""
+    total = sum(seconds)
+    return tuple(s / total for s in seconds)
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """The bar and the ETA of one job (immutable: :meth:`update` returns a new one)."""
+
+    expected: tuple[float, ...]
+    """Expected seconds per stage (:func:`expected_seconds`)."""
+    stage: int = 0
+    """Index into :data:`STAGES` of the current stage."""
+    fraction: float = 0.0
+    """Done fraction of the current stage."""
+    started: float = 0.0
+    """When the current stage began."""
+    first: tuple[float, int] | None = None
+    """(time, step) of the current stage's first reported step (its rate is measured from there)."""
+    actual: tuple[float, ...] = ()
+    """Seconds the finished stages took (0 for a stage skipped)."""
+    progress: float = 0.0
+    """The bar, in [0, 1], never decreasing."""
+    eta: float | None = None
+    """Seconds left for the whole job, when known."""
+
+    @classmethod
+    def start(cls, plan: JobPlan, now: float, times: StageTimes | None = None) -> "Tracker":
+        return cls(expected=expected_seconds(plan, times), started=now).update("render", 0, plan.views, now)
+
+    @property
+    def stage_name(self) -> str:
+        return STAGES[self.stage]
+
+    def update(self, name: str, step: int, total: int, now: float, server_eta: float | None = None) -> "Tracker":
+        """The tracker after an event of stage ``name`` at ``step``/``total`` (``total`` 0: unknown)."""
+        stage = stage_of(name)
+        t = self
+        if stage is not None and _INDEX[stage] > t.stage:  # on to a later stage: close the ones passed
+            idx = _INDEX[stage]
+            passed = (now - t.started,) + (0.0,) * (idx - t.stage - 1)
+            t = dataclasses.replace(t, stage=idx, fraction=0.0, started=now, first=None, actual=t.actual + passed)
+        same = stage is not None and _INDEX[stage] == t.stage
+        if same and total > 0:
+            fraction = min(max(step / total, 0.0), 1.0)
+            first = t.first if t.first is not None else (now, int(step))
+            t = dataclasses.replace(t, fraction=max(t.fraction, fraction), first=first)
+        w = weights(self.expected)
+        value = sum(w[:t.stage]) + w[t.stage] * t.fraction
+        t = dataclasses.replace(t, progress=min(max(self.progress, value), 1.0))
+        return dataclasses.replace(t, eta=t._eta(step if same else None, total if same else 0, now, server_eta))
+
+    def finish(self, now: float) -> "Tracker":
+        """The job is over (the result is imported)."""
+        return dataclasses.replace(self, stage=len(STAGES) - 1, fraction=1.0, progress=1.0, eta=0.0,
+                                   actual=self.actual + (now - self.started,) * (len(STAGES) - len(self.actual)))
+
+    def speed(self, rate: float | None = None, total: int = 0) -> float:
+        """How much slower (> 1) this job runs than expected, within [0.05, 20]: from the current stage's measured
+        ``rate`` (seconds per step of ``total``) when given, else from the finished server stages' times (masks
+        onwards: render and upload run on the client and the network), else 1."""
+        if rate is not None and total > 0 and self.expected[self.stage] > 0:
+            return min(max(rate * total / self.expected[self.stage], 0.05), 20.0)
+        use = [(a, e) for i, (a, e) in enumerate(zip(self.actual, self.expected)) if i >= 2 and a > 0]
+        if not use:
+            return 1.0
+        return min(max(sum(a for a, _ in use) / sum(e for _, e in use), 0.05), 20.0)
+
+    def _eta(self, step: int | None, total: int, now: float, server_eta: float | None) -> float:
+        rate = None
+        if step is not None and total > 0 and self.first is not None and step > self.first[1]:
+            rate = (now - self.first[0]) / (step - self.first[1])
+        factor = self.speed(rate, total) if self.stage >= 2 else self.speed()
+        if rate is not None and step is not None:
+            here = rate * max(total - step, 0)
+        elif server_eta is not None and server_eta >= 0:
+            here = float(server_eta)
+        else:
+            here = self.expected[self.stage] * factor * (1.0 - self.fraction)
+        return max(here + sum(self.expected[self.stage + 1:]) * factor, 0.0)
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1h 02m``, ``3m 05s``, ``42s``; empty when unknown.
+
+    >>> format_duration(125), format_duration(3725), format_duration(None)
+    ('2m 05s', '1h 02m', '')
+    """
+    if seconds is None or seconds < 0:
+        return ""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def line(tracker: Tracker, step: int = 0, total: int = 0) -> str:
+    """One progress line: ``training 120/1500 · 43% · ETA 3m 05s``."""
+    head = tracker.stage_name + (f" {step}/{total}" if total > 0 else "")
+    parts = [head, f"{100 * tracker.progress:.0f}%"]
+    eta = format_duration(tracker.eta)
+    if eta and tracker.progress < 1.0:
+        parts.append(f"ETA {eta}")
+    return " · ".join(parts)
