@@ -249,6 +249,8 @@ class FileResult:
     returncode: int | None = None
     log: str = ""
     host: str = ""
+    coverage: str = ""
+    """The render's coverage line (``coverage: N of M content objects seen in >= 3 of K views ...``)."""
 
 
 def _error_line(log_tail: str, returncode: int) -> str:
@@ -325,6 +327,8 @@ def run_one(blend: str, name: str, out_root: str, options: list[str], probe: str
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         res.status = "skipped" if res.rendered == 0 else "done"
+        lines = [ln.strip() for ln in tail.splitlines() if ln.startswith("coverage: ")]
+        res.coverage = lines[-1] if lines else ""
     elif res.returncode == 130:
         res.status, res.error = "interrupted", "interrupted (rerun the same command to resume)"
     else:

@@ -76,7 +76,8 @@ def test_render_options_forwarded_exactly():
     assert render_opts <= many_opts
     args = parser.parse_args(["render-many", "a.blend", "b.blend", "out", "--res", "40", "--rotations", "10,45.5",
                               "--no-hemisphere", "--engine", "workbench", "--fov", "0.123456789012345",
-                              "--use-scene-cameras", "--seed", "7", "--workers", "3", "--frame", "Table,Chairs"])
+                              "--use-scene-cameras", "--seed", "7", "--workers", "3", "--frame", "Table,Chairs",
+                              "--placement", "inside"])
     assert args.inputs == ["a.blend", "b.blend"] and args.out_root == "out" and args.workers == 3
     tokens = forwarded_options(args, args._render_actions)
     assert "--workers" not in tokens and "--quiet" not in tokens
@@ -165,6 +166,7 @@ def check_run(proc, out: Path, skipped=()) -> dict:
         r, skip = rows[stem], stem in skipped
         assert r["status"] == ("skipped" if skip else "done"), r
         assert r["views"] == VIEWS and r["rendered"] == (0 if skip else VIEWS) and r["error"] == ""
+        assert r["coverage"].startswith("coverage: ") and "of 2 views" in r["coverage"], r
         folder = out / stem
         assert Path(r["out"]) == folder and Path(r["log"]).is_file()
         counts = json.loads((folder / "meta.json").read_text())["counts"]
