@@ -157,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits=Limits(max_total_bytes=max_bytes),
         memory_budget_bytes=None if args.memory_budget_gb is None else int(args.memory_budget_gb * 2**30),
         max_finished_jobs=args.max_results, max_results_bytes=int(args.max_results_gb * 2**30), admin_keys=admins,
-        max_running=args.max_jobs or (2 if args.executor == "ray" else 1),
+        max_running=args.max_jobs or (2 if args.executor == "ray" else 1), shared_budget=args.executor != "ray",
     )
     try:
         run_job = _executor(args, device)

@@ -229,6 +229,9 @@ class JobServerConfig:
     """Most replies queued for one client connection (ZMQ_SNDHWM); more are dropped."""
     slow_client_s: float = 2.0
     """A client whose queued replies reached ``send_hwm`` has its requests dropped for this long."""
+    shared_budget: bool = True
+    """Jobs running at once (``max_running`` > 1) share ``memory_budget_bytes``: a queued job waits until its
+    estimate fits beside the running ones' (False when jobs run on other machines, e.g. a Ray cluster)."""
 
     def budget(self) -> int:
         if self.memory_budget_bytes is not None:
@@ -335,6 +338,8 @@ class _Job:
     """Monotonic time the job started running (for the log)."""
     disk_bytes: int = 0
     """Bytes of its folder once finished (the results cap)."""
+    peak_bytes: int = 0
+    """Its estimated peak memory (admission control)."""
     key: str = ""
     """The server's name of the job and its folder (:func:`job_key`; set from ``job`` and ``owner`` when empty)."""
 
@@ -408,6 +413,7 @@ class JobServer:
         self._start_error: BaseException | None = None
         self._sock: zmq.Socket | None = None
         self._last_sweep = 0.0
+        self._last_peak = 0
         self.version = server_version()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -749,13 +755,15 @@ class JobServer:
                                      message=f"no job {job} (unknown, expired, or submitted by another client)", job=job))
 
     def _admit(self, msg: P.Submit) -> str | None:
-        """Why the job cannot run within the memory budget (None: it can), from its declared size alone."""
+        """Why the job cannot run within the memory budget (None: it can), from its declared size alone; its estimated
+        peak is kept in ``_last_peak`` (jobs running at once share the budget, see :meth:`_start_next`)."""
         n, h, w = msg.rgb.shape[:3]
         size = JobSize(views=int(n), height=int(h), width=int(w),
                        masks=sum(int(m.shape[0]) for m in msg.masks) if msg.masks else 0, depth=msg.depth is not None)
         peaks = self.estimate(size, msg.options)
         stage, peak = max(peaks.items(), key=lambda kv: kv[1])
         budget = self.config.budget()
+        self._last_peak = int(peak)
         if peak <= budget:
             return None
         return (f"job {msg.job} ({n} views of {h}x{w}) would need about {peak / 2**30:.1f} GiB at its {stage} stage, "
@@ -763,7 +771,12 @@ class JobServer:
                 + fitting_hint(self.estimate, size, msg.options, budget))
 
     def _on_ping(self, identity: bytes, msg: P.Ping) -> None:
-        self._send(identity, P.Pong(token=msg.token))
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):  # Windows has no load average
+            load = 0.0
+        self._send(identity, P.Pong(token=msg.token, device=self.device, cpu_cores=os.cpu_count() or 0,
+                                    load=round(float(load), 2)))
 
     def _on_submit(self, identity: bytes, msg: P.Submit) -> None:
         key = job_key(self._req_owner, msg.job)
@@ -788,7 +801,7 @@ class JobServer:
         options = msg.options if msg.options.device else dataclasses.replace(msg.options, device=self.device)
         now = time.time()
         rec = _Job(job=msg.job, state=State.QUEUED, created=now, updated=now, options=options, scene=scene,
-                   subscribers={identity}, owner=self._req_owner)
+                   subscribers={identity}, owner=self._req_owner, peak_bytes=self._last_peak)
         failed = self._write_state(rec)
         if failed is not None:  # e.g. a full disk: refuse the job rather than keep it "queued" forever
             shutil.rmtree(self.workdir / rec.key, ignore_errors=True)
@@ -885,11 +898,22 @@ class JobServer:
                 self._publish(rec, self._queued_progress(rec))
 
     def _ahead(self) -> int:
-        """Running jobs a queued job waits behind (0 while a slot is free)."""
-        return len(self._running) if len(self._running) >= self.config.max_running else 0
+        """Running jobs a queued job waits behind (0 while a slot, and memory for the first queued job, is free)."""
+        if len(self._running) >= self.config.max_running or (self._queue and not self._fits(self._queue[0])):
+            return len(self._running)
+        return 0
+
+    def _fits(self, key: str) -> bool:
+        """Whether the queued job ``key`` fits the memory budget beside the running jobs (always, alone)."""
+        if not self._running or not self.config.shared_budget:
+            return True
+        used = sum(self._jobs[k].peak_bytes for k in self._running if k in self._jobs)
+        return used + self._jobs[key].peak_bytes <= self.config.budget()
 
     def _start_next(self) -> None:
         while len(self._running) < self.config.max_running and self._queue and not self._stop.is_set():
+            if not self._fits(self._queue[0]):  # jobs at once share this machine's memory budget
+                return  # it starts when enough of the running jobs have ended
             self._start(self._jobs[self._queue.popleft()])
 
     def _start(self, rec: _Job) -> None:

@@ -162,3 +162,34 @@ def test_too_large_suggests_sizes_that_are_admitted(tmp_path):
     finally:
         srv.stop()
     assert np.isfinite(fits)
+
+
+def _slow_job(scene, options, progress, should_stop, workdir):
+    for step in range(300):
+        if should_stop():
+            raise InterruptedError("cancelled")
+        progress(P.ProgressEvent("training", step, 300))
+        time.sleep(0.01)
+    return run_job(scene, options, progress, should_stop, workdir)
+
+
+@pytest.mark.parametrize("share,together", [(0.6, False), (0.4, True)])
+def test_jobs_at_once_share_the_memory_budget(tmp_path, share, together):
+    budget = 8 * 2**30
+
+    def estimate(size, options):
+        return {"work": int(share * budget)}
+
+    srv = make_server(tmp_path, run=_slow_job, memory_budget_bytes=budget, estimate=estimate, max_running=2)
+    try:
+        with JobClient(srv.endpoint, timeout_s=20, client_token=TOKEN_A) as c:
+            first = c.submit(make_scene(seed=1))
+            second = c.submit(make_scene(seed=2))
+            assert c.accepted[second] == (0 if together else 1)
+            time.sleep(0.5)
+            states = {j.job: j.state for j in c.status().jobs}
+            assert states[first] == "running" and states[second] == ("running" if together else "queued"), states
+            c.wait(first)
+            c.wait(second)  # the second runs once the first has ended
+    finally:
+        srv.stop()
