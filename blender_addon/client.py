@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import queue
+import secrets
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -27,6 +28,9 @@ from .events import SERVER_UNAVAILABLE, ClientFailed, Sent, ThreadDone
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
 #: File name of the client keypair inside the client keys folder (``backend keys DIR``).
 CLIENT_SECRET_FILE = "client.key_secret"
+#: This Blender process's secret client token (``Submit.client_token``): without CurveZMQ keys the server gives
+#: a job to the token that submitted it, so another Blender (another token) neither sees nor cancels it.
+CLIENT_TOKEN = secrets.token_urlsafe(24)
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,8 @@ class JobThread(threading.Thread):
         while not self._stop_flag.is_set():
             now = time.monotonic()
             if self._cancel.is_set() and not cancel_sent and self.job is not None:
-                sock.send_multipart(P.encode(P.Cancel(job=self.job)), copy=False)
+                token = self.submit.client_token if self.submit is not None else None
+                sock.send_multipart(P.encode(P.Cancel(job=self.job, client_token=token)), copy=False)
                 cancel_sent = True
             silence = cfg.timeout_s if heard_any else first_wait
             if now - heard > silence:
@@ -263,11 +268,24 @@ def network_refusal(address: str, online_access: bool) -> str | None:
 def probe(config: ClientConfig, within_s: float = 1.5) -> str | None:
     """Ping the server and wait for the answer (at most ``within_s`` seconds of silence): ``None`` when it
     answered, else why not. Segment Scene calls it before rendering, so a dead server is reported at once."""
+    return probe_server(config, within_s)[0]
+
+
+def probe_server(config: ClientConfig, within_s: float = 1.5) -> tuple[str | None, P.Pong | None]:
+    """:func:`probe` and the server's ``Pong`` (its device, cores and load), when it answered."""
     events: queue.Queue = queue.Queue()
     thread = JobThread(replace(config, timeout_s=min(config.timeout_s, within_s)), None, events)
     thread.start()
     thread.join(within_s + 5.0)
-    return probe_outcome(drain(events)) if not thread.is_alive() else "the server check did not end"
+    if thread.is_alive():
+        return "the server check did not end", None
+    seen = drain(events)
+    return probe_outcome(seen), probe_pong(seen)
+
+
+def probe_pong(events: list) -> P.Pong | None:
+    """The ``Pong`` among a ping thread's ``events``, if any."""
+    return next((e for e in events if isinstance(e, P.Pong)), None)
 
 
 def probe_outcome(events: list) -> str | None:

@@ -39,7 +39,7 @@ class SegmentOptions:
 
 def build_submit(rgba: np.ndarray, c2w: np.ndarray, K: np.ndarray, depth: np.ndarray | None = None,
                  options: SegmentOptions | P.JobOptions | None = None, job: str | None = None,
-                 names: list[str] | None = None) -> P.Submit:
+                 names: list[str] | None = None, client_token: str | None = None) -> P.Submit:
     """The ``Submit`` for rendered views, validated.
 
     Shapes: ``rgba`` uint8 [N, H, W, 3|4] (alpha = foreground); ``c2w`` [N, 4, 4] camera-to-world
@@ -59,6 +59,7 @@ def build_submit(rgba: np.ndarray, c2w: np.ndarray, K: np.ndarray, depth: np.nda
         depth=None if depth is None else np.ascontiguousarray(depth, dtype=np.float32),
         names=list(names) if names else [f"view_{i:03d}" for i in range(n)],
         options=options,
+        client_token=client_token,
     )
     msg.validate()
     return msg

@@ -31,12 +31,21 @@ class USEG_PT_segment(_SidebarPanel, bpy.types.Panel):
         row.operator("useg.segment_scene", icon="RENDER_STILL")
         if props.active:
             row.operator("useg.cancel_job", icon="CANCEL", text="")
+        settings = layout.column(align=True)
+        settings.enabled = not props.active
+        settings.prop(props, "preset")
+        row = settings.row(align=True)
+        row.prop(props, "views")
+        row.prop(props, "resolution")
+        settings.prop(props, "iterations")
+        if props.estimate:
+            for chunk in _wrap(props.estimate, 48):
+                settings.label(text=chunk)
         if props.phase != "idle":
             col = layout.column(align=True)
+            label = props.stage if props.active and props.stage else props.phase
             col.progress(factor=props.progress / 100.0, type="BAR",
-                         text=f"{props.phase} {props.progress:.0f}%" + (f" · ETA {props.eta}" if props.eta else ""))
-            if props.stage:
-                col.label(text=f"Stage: {props.stage}")
+                         text=f"{label} {props.progress:.0f}%" + (f" · ETA {props.eta}" if props.eta else ""))
             if props.message:
                 col.label(text=props.message)
             if props.active:
@@ -63,6 +72,7 @@ class USEG_PT_result(_SidebarPanel, bpy.types.Panel):
         col.prop(props, "granularity", slider=True)
         col.prop(props, "coloured_segments")
         col.label(text=f"{props.segments} segments · threshold {props.threshold:.4g}")
+        col.prop(props, "min_points")
         row = col.row(align=True)
         row.operator("useg.separate_segments", icon="OUTLINER_OB_POINTCLOUD")
         row.operator("useg.select_segment", icon="RESTRICT_SELECT_OFF")

@@ -34,6 +34,10 @@ def operator_engine(choice: str, prefs) -> str:
 #: The shared vocabulary (backend.wire.presets): the same names as `backend train` and the job protocol.
 MASK_ITEMS = [(c.name, c.label, c.description) for c in presets.MASK_SOURCES if c.name != "given"]
 PRESET_ITEMS = [(c.name, c.label, c.description) for c in presets.PRESETS]
+#: "From the server": the preset that fits the device the server reports (cpu on a CPU server).
+AUTO_PRESET_ITEM = (presets.AUTO_PRESET, "From the Server",
+                    "The preset that fits the server's device: cpu on a CPU server, default on a GPU")
+PREFERENCE_PRESET_ITEMS = [AUTO_PRESET_ITEM, *PRESET_ITEMS]
 
 
 class USEG_AddonPreferences(bpy.types.AddonPreferences):
@@ -59,7 +63,8 @@ class USEG_AddonPreferences(bpy.types.AddonPreferences):
                          description="Cycles samples per pixel (ids and depth are exact regardless)")
     engine: EnumProperty(name="Engine", items=ENGINE_ITEMS, default="cycles")
     mask_source: EnumProperty(name="Mask Source", items=MASK_ITEMS, default="classical")
-    preset: EnumProperty(name="Preset", items=PRESET_ITEMS, default=presets.DEFAULT_JOB_PRESET)
+    preset: EnumProperty(name="Preset", items=PREFERENCE_PRESET_ITEMS, default=presets.AUTO_PRESET,
+                         description="Training preset of Segment Scene (the sidebar panel can override it)")
     max_points: IntProperty(name="Max Points", default=presets.DEFAULT_MAX_POINTS, min=1, max=50_000_000,
                             description="Most points in the returned point cloud")
 
@@ -94,7 +99,7 @@ class DefaultPreferences:
     samples: int = 64
     engine: str = "cycles"
     mask_source: str = "classical"
-    preset: str = presets.DEFAULT_JOB_PRESET
+    preset: str = presets.AUTO_PRESET
     max_points: int = presets.DEFAULT_MAX_POINTS
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from backend.wire import presets
 
 #: Path properties accept "//" (blend-relative) paths; Blender 4.5+ wants this said explicitly.
 PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
@@ -51,6 +53,26 @@ class USEG_PG_state(bpy.types.PropertyGroup):
         description="The largest segments get distinct colours; the others are grey")
     threshold: FloatProperty(name="Threshold", default=0.0, description="Tree cut threshold of the granularity")
     segments: IntProperty(name="Segments", default=0, description="Segments at the current granularity")
+
+    # Segment Scene's settings for this scene (0 / "From Preferences": the add-on preferences' defaults)
+    preset: EnumProperty(
+        name="Preset", default="PREFERENCES",
+        items=[("PREFERENCES", "From Preferences", "The preset chosen in the add-on preferences (default: from the "
+                "server)"),
+               (presets.AUTO_PRESET, "From the Server", "The preset that fits the server's device: cpu on a CPU "
+                "server, default on a GPU"),
+               *[(c.name, c.label, c.description) for c in presets.PRESETS]],
+        description="Training preset of Segment Scene")
+    views: IntProperty(name="Views", default=0, min=0, max=2000,
+                       description="Views rendered around the scene (0: the preferences')")
+    resolution: IntProperty(name="Resolution", default=0, min=0, max=4096, subtype="PIXEL",
+                            description="Width and height of each view (0: the preferences')")
+    iterations: IntProperty(name="Iterations", default=0, min=0, max=1_000_000,
+                            description="Training iterations (0: the preset's)")
+    estimate: StringProperty(name="Estimate", default="",
+                             description="How long the last Segment Scene was expected to take on its server")
+    min_points: IntProperty(name="Min Points", default=200, min=1, max=10_000_000,
+                            description="Separate Segments skips segments with fewer points than this")
 
     dataset_dir: StringProperty(name="Dataset Folder", subtype="DIR_PATH", default="//blender_hs", options=PATH_OPTIONS,
                                 description="Folder the Blender-HS dataset of this scene is written to")

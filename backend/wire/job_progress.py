@@ -54,33 +54,39 @@ class StageTimes:
     """Seconds per unit of work of each stage on one machine (see :data:`MEASURED`)."""
 
     render_per_view_mpx: float
-    """Seconds to render one view, per megapixel (Cycles at 64 samples; Workbench is ~10x less)."""
+    """Seconds to render one view, per megapixel (Cycles at 64 samples; Workbench counts a tenth)."""
     masks_per_view_mpx: float
     """Seconds of classical masks per view, per megapixel."""
     step: dict[str, float]
     """Seconds per training step by preset."""
-    segmentation_fixed: float
-    """Seconds of segmentation independent of the step count (feature cloud, tree, labels)."""
-    import_s: float
-    """Seconds the client takes to build the point cloud."""
+    segmentation_per_point: float
+    """Seconds of segmentation (feature cloud, tree, labels) per returned point."""
+    segmentation_fixed: float = 1.0
+    import_s: float = 0.5
+    """Seconds the client takes to build the point cloud and cache the result."""
     upload_s: float = 1.0
+    points_per_pixel: float = 0.12
+    """Returned points per rendered pixel before ``max_points`` caps them (the bundled table set: 0.10-0.14)."""
 
 
-#: Stage times measured with ``scripts/measure_stage_times.py`` on the 2-core development machine (CPU, no GPU)
-#: under the shared load of the time (load average about 17 on 2 cores: several engineers' tests at once, so
-#: these are several times slower than an idle machine). Only the ratios between stages shape the bar; the ETA
-#: rescales them by the speed actually seen (module docstring). GPU step times are not measured here (no GPU):
-#: ``default``/``paper``/``fast`` on a CPU use the CPU numbers scaled by their grid sizes.
+#: Stage times measured with ``scripts/measure_stage_times.py`` (the add-on's default job: the bundled table set,
+#: 32 views at 200x200, Cycles 64 samples, classical masks, cpu preset, 1,500 steps) on the 2-core development
+#: machine, CPU only, under the shared load of the time (load average 17-18 on 2 cores: other engineers' tests,
+#: so an idle machine is faster): render 46.4 s (1.45 s a view), masks 2.7 s, training 81.1 s (0.052 s a step),
+#: segmentation 24.4 s for 132,940 points, import 0.03 s: 2.6 minutes in all. Only the ratios between the stages
+#: shape the bar; the ETA rescales them by the speed the job actually shows (module docstring). ``default`` /
+#: ``paper`` on a CPU: measured 40 steps of ``default`` the same way (see :data:`CPU_DEFAULT_STEP_S`).
+CPU_DEFAULT_STEP_S = 2.0
 MEASURED = StageTimes(
-    render_per_view_mpx=60.0,
-    masks_per_view_mpx=40.0,
-    step={"cpu": 0.35, "fast": 1.2, "default": 2.5, "paper": 2.5},
-    segmentation_fixed=30.0,
-    import_s=1.0,
+    render_per_view_mpx=36.0,
+    masks_per_view_mpx=2.1,
+    step={"cpu": 0.055, "fast": CPU_DEFAULT_STEP_S / 2, "default": CPU_DEFAULT_STEP_S, "paper": CPU_DEFAULT_STEP_S},
+    segmentation_per_point=1.8e-4,
 )
-#: GPU: step times per preset are what docs/backend.md projects; render and masks stay on the client / CPU.
-MEASURED_GPU = dataclasses.replace(MEASURED, step={"cpu": 0.02, "fast": 0.03, "default": 0.05, "paper": 0.08},
-                                   segmentation_fixed=10.0)
+#: On a GPU server: not measured (no GPU was available); a GPU step of these presets is assumed at 30-60 ms
+#: (the order docs/backend.md projects), the segmentation ten times faster. The ETA corrects both once a job runs.
+MEASURED_GPU = dataclasses.replace(MEASURED, step={"cpu": 0.03, "fast": 0.03, "default": 0.06, "paper": 0.06},
+                                   segmentation_per_point=1.8e-5)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,7 @@ class JobPlan:
     engine: str = "cycles"
     samples: int = 64
     device: str = "cpu"
+    max_points: int = 200_000
 
     def validate(self) -> None:
         for name in ("views", "resolution", "iterations"):
@@ -114,8 +121,9 @@ def expected_seconds(plan: JobPlan, times: StageTimes | None = None) -> tuple[fl
     render_scale = max(plan.samples, 1) / 64 if plan.engine == "cycles" else 0.1
     render = t.render_per_view_mpx * mpx * render_scale
     step = t.step.get(plan.preset, max(t.step.values()))
+    points = min(t.points_per_pixel * mpx * 1e6, plan.max_points)
     return (max(render, 0.1), t.upload_s, max(t.masks_per_view_mpx * mpx, 0.1), max(step * plan.iterations, 0.1),
-            t.segmentation_fixed, t.import_s)
+            t.segmentation_fixed + t.segmentation_per_point * points, t.import_s)
 
 
 def weights(seconds: tuple[float, ...]) -> tuple[float, ...]:
@@ -215,6 +223,18 @@ def format_duration(seconds: float | None) -> str:
     if s >= 60:
         return f"{s // 60}m {s % 60:02d}s"
     return f"{s}s"
+
+
+def estimate_line(plan: JobPlan, cpu_cores: int = 0, load: float = 0.0) -> str:
+    """What Segment Scene says before rendering: ``about 2m 35s on this server (cpu; preset cpu, 1500 steps,
+    32 views at 200 px)``, plus a note when the server's machine is busy (load above its cores)."""
+    seconds = sum(expected_seconds(plan))
+    text = (f"about {format_duration(seconds)} on this server ({plan.device or 'device unknown'}"
+            + (f", {cpu_cores} cores" if cpu_cores else "")
+            + f"; preset {plan.preset}, {plan.iterations} steps, {plan.views} views at {plan.resolution} px)")
+    if cpu_cores and load > cpu_cores:
+        text += f"; the server is busy (load {load:.1f} on {cpu_cores} cores): expect longer"
+    return text
 
 
 def line(tracker: Tracker, step: int = 0, total: int = 0) -> str:

@@ -17,22 +17,68 @@ class Choice:
     name: str
     label: str
     description: str
+    iterations: int = 0
+    """Training iterations of a preset (0 for other choices); equal to ``backend.method.config.PRESETS``."""
 
 
-#: Training presets, from the paper's configuration down to the CPU demo.
+#: Training presets, from the paper's configuration down to the CPU demo. Times: measured with
+#: ``scripts/measure_stage_times.py`` on the 2-core CPU development machine under a load average of ~17 (shared
+#: with other work; an idle machine is faster); GPU times are not measured (no GPU was available).
 PRESETS: tuple[Choice, ...] = (
     Choice("paper", "Paper (20k steps)", "The paper's settings: 20,000 iterations, 2^20-entry hash grids, "
-           "256-d features (GPU)"),
-    Choice("default", "Default (5k steps)", "The paper's model and grids with 5,000 iterations (GPU, a few minutes)"),
-    Choice("fast", "Fast (1.5k steps)", "1,500 iterations, 2^17-entry grids, 128-d features (GPU, a quick look)"),
-    Choice("cpu", "CPU (1.5k steps, small)", "1,500 iterations, 2^15-entry density grid, 8-level dense 64^3 feature grid, "
-           "32-d features: a few minutes on 2 CPU cores, coarser results (the demo's preset)"),
+           "256-d features (GPU; not measured here)", 20_000),
+    Choice("default", "Default (5k steps)", "The paper's model and grids with 5,000 iterations (GPU; not measured "
+           "here). On a CPU server use cpu", 5000),
+    Choice("fast", "Fast (1.5k steps)", "1,500 iterations, 2^17-entry grids, 128-d features (GPU, a quick look)",
+           1500),
+    Choice("cpu", "CPU (1.5k steps, small)", "1,500 iterations, 2^15-entry density grid, 8-level dense 64^3 "
+           "feature grid, 32-d features, coarser results (the demo's preset). Measured on 2 busy CPU cores: "
+           "CPU_MEASURED", 1500),
 )
 PRESET_NAMES: tuple[str, ...] = tuple(c.name for c in PRESETS)
 #: Preset of a job submitted without one (the service usually runs on a GPU).
 DEFAULT_JOB_PRESET = "default"
 #: Preset of ``backend train`` without ``--preset`` (runs anywhere, also without a GPU).
 DEFAULT_TRAIN_PRESET = "cpu"
+#: The add-on's preset choice "from the server": :func:`preset_for_device` of the device the server reports.
+AUTO_PRESET = "auto"
+
+
+def preset_for_device(device: str) -> str:
+    """The preset that fits a server's device: ``cpu`` on a CPU (or unknown) device, else ``default``.
+
+    >>> preset_for_device("cpu"), preset_for_device("cuda:0"), preset_for_device("")
+    ('cpu', 'default', 'cpu')
+    """
+    d = device.strip().lower()
+    return "cpu" if d in ("", "cpu") else DEFAULT_JOB_PRESET
+
+
+def choose_preset(chosen: str, device: str) -> tuple[str, str]:
+    """The preset a job runs with and a warning ('' when none): ``chosen`` (a preset name, or
+    :data:`AUTO_PRESET` for :func:`preset_for_device`) on a server whose device is ``device``.
+
+    >>> choose_preset("auto", "cpu")
+    ('cpu', '')
+    >>> choose_preset("default", "cpu")[1][:40]
+    'preset default is meant for a GPU; this '
+    """
+    if chosen == AUTO_PRESET:
+        return preset_for_device(device), ""
+    if chosen not in PRESET_NAMES:
+        raise ValueError(f"unknown preset {chosen!r}; presets: {AUTO_PRESET}, {', '.join(PRESET_NAMES)}")
+    if chosen != "cpu" and preset_for_device(device) == "cpu":
+        return chosen, (f"preset {chosen} is meant for a GPU; this server runs on {device or 'an unknown device'} "
+                        f"(preset cpu fits it)")
+    return chosen, ""
+
+
+def preset_iterations(name: str) -> int:
+    """Training iterations of the preset ``name``; ValueError names the presets when it is unknown."""
+    for c in PRESETS:
+        if c.name == name:
+            return c.iterations
+    raise ValueError(f"unknown preset {name!r}; presets: {', '.join(PRESET_NAMES)}")
 
 #: 2D mask sources a job may ask for (``noisy-gt``, an evaluation aid that reads ground truth, is CLI-only).
 MASK_SOURCES: tuple[Choice, ...] = (

@@ -483,10 +483,17 @@ class Ping(Message):
 
 @dataclass
 class Pong(Message):
-    """Server → client: reply to :class:`Ping` with the same ``token``."""
+    """Server → client: reply to :class:`Ping` with the same ``token``, and what the server runs jobs on (so a
+    client can choose a preset that fits and say how long a job will take there)."""
 
     TYPE: ClassVar[str] = "pong"
     token: int = 0
+    device: str = ""
+    """The jobs' torch device (``cpu``, ``cuda``, ``cuda:0``...); empty from a server that does not say."""
+    cpu_cores: int = 0
+    """CPU cores of the server's machine (0: unknown)."""
+    load: float = 0.0
+    """The machine's 1-minute load average (0: unknown): with ``cpu_cores`` a hint of how busy it is."""
 
 
 @dataclass

@@ -18,12 +18,14 @@ from bpy.props import EnumProperty, IntProperty
 
 from .. import jobstate, runtime
 from . import modal
+from backend.wire import job_progress, presets
 from backend.wire import protocol as P
 from dataset_tools.config import RenderConfig
 from dataset_tools.errors import DatasetError
-from ..client import JobThread, drain, network_refusal, probe, probe_outcome
+from ..client import CLIENT_TOKEN, JobThread, drain, network_refusal, probe_outcome, probe_pong, probe_server
 from ..messages import SegmentOptions, build_submit
 from ..preferences import OPERATOR_ENGINE_ITEMS, client_config, get_preferences, operator_engine
+from ..properties import state_of
 
 #: Longest wait for the server's answer to the ping before rendering.
 PROBE_S = 1.5
@@ -62,17 +64,27 @@ class USEG_OT_segment_scene(bpy.types.Operator):
             return False
         return True
 
-    def _settings(self, context):
-        """(render config, job options) from the operator and the preferences; reports and returns None
-        when they are invalid."""
+    def _chosen(self, context) -> tuple[int, int, str, int | None]:
+        """(views, resolution, preset or "auto", iterations or None): the operator's, else the sidebar
+        panel's (the scene's), else the preferences'."""
         prefs = get_preferences(context)
+        props = state_of(context.scene)
+        preset = props.preset if props.preset != "PREFERENCES" else prefs.preset
+        return (self.views or props.views or prefs.views, self.resolution or props.resolution or prefs.resolution,
+                preset, self.iterations or props.iterations or None)
+
+    def _settings(self, context):
+        """(render config, job options) from the operator, the panel and the preferences; reports and returns
+        None when they are invalid. The options' preset is checked again once the server says its device."""
+        prefs = get_preferences(context)
+        views, resolution, preset, iterations = self._chosen(context)
         try:
-            config = render_config(prefs, self.views, self.resolution, self.samples, self.engine)
+            config = render_config(prefs, views, resolution, self.samples, self.engine)
             config.validate()
-            options = SegmentOptions(preset=prefs.preset, mask_source=prefs.mask_source,
-                                     max_points=prefs.max_points, iterations=self.iterations or None)
+            options = SegmentOptions(preset=presets.choose_preset(preset, "")[0], mask_source=prefs.mask_source,
+                                     max_points=prefs.max_points, iterations=iterations)
             options.job_options()
-        except (DatasetError, P.ProtocolError) as e:
+        except (DatasetError, P.ProtocolError, ValueError) as e:
             self.report({"ERROR"}, f"Invalid settings: {e}")
             return None
         refusal = network_refusal(prefs.server_address, bool(getattr(bpy.app, "online_access", True)))
@@ -86,11 +98,31 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         runtime.set_state(scene, jobstate.fail(jobstate.JobState(), code, message))
         self.report({"ERROR"}, f"Segment Scene: {message}")
 
+    def _plan(self, context, config, options: SegmentOptions, pong: P.Pong | None) -> SegmentOptions:
+        """The job as it fits the server that answered: the preset (``auto``: from its device), the plan of the
+        progress bar, and the estimate said before rendering. Returns the options to submit."""
+        prefs = get_preferences(context)
+        _, _, chosen, _ = self._chosen(context)
+        device = pong.device if pong is not None else ""
+        preset, warning = presets.choose_preset(chosen, device)
+        options = dataclasses.replace(options, preset=preset)
+        self._plan_value = job_progress.JobPlan(
+            views=config.n_train, resolution=config.width, iterations=options.iterations or presets.preset_iterations(preset),
+            preset=preset, engine=config.engine, samples=config.samples, device=device or "cpu",
+            max_points=int(prefs.max_points))
+        estimate = job_progress.estimate_line(self._plan_value, pong.cpu_cores if pong else 0, pong.load if pong else 0.0)
+        state_of(context.scene).estimate = estimate
+        self.report({"INFO"}, f"Segment Scene: {estimate}")
+        if warning:
+            self.report({"WARNING"}, f"Segment Scene: {warning}")
+        return options
+
     def _begin(self, context, config):
         from dataset_tools.render import render_views_steps
 
         self._scene = context.scene
-        runtime.set_state(self._scene, jobstate.start_rendering(runtime.SESSION.state, config.n_train))
+        runtime.set_state(self._scene, jobstate.start_rendering(runtime.SESSION.state, config.n_train,
+                                                                plan=getattr(self, "_plan_value", None)))
         self._steps = render_views_steps(self._scene, config)
 
     def _step(self) -> bool:
@@ -112,7 +144,7 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         prefs = get_preferences(context)
         v = self._views
         try:
-            submit = build_submit(v.rgba, v.c2w, v.K, v.depth, options)
+            submit = build_submit(v.rgba, v.c2w, v.K, v.depth, options, client_token=CLIENT_TOKEN)
         except P.ProtocolError as e:
             return self._fail(e)
         runtime.start(self._scene, submit, client_config(prefs))
@@ -131,10 +163,11 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         if settings is None:
             return {"CANCELLED"}
         config, options = settings
-        problem = probe(client_config(get_preferences(context)), PROBE_S)
+        problem, pong = probe_server(client_config(get_preferences(context)), PROBE_S)
         if problem is not None:
             self._server_failed(context.scene, "server_unavailable", problem)
             return {"CANCELLED"}
+        options = self._plan(context, config, options, pong)
         wm = context.window_manager
         wm.progress_begin(0, config.n_train)
         try:
@@ -185,7 +218,8 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         if self._probe_events is not None:  # the ping first: render only for a server that answers
             if self._probe.is_alive():
                 return {"RUNNING_MODAL"}
-            problem = probe_outcome(drain(self._probe_events))
+            seen = drain(self._probe_events)
+            problem = probe_outcome(seen)
             self._probe_events = None
             if problem is not None:
                 self._steps.close()
@@ -193,6 +227,9 @@ class USEG_OT_segment_scene(bpy.types.Operator):
                 runtime.set_state(self._scene, jobstate.fail(runtime.SESSION.state, "server_unavailable", problem))
                 self.report({"ERROR"}, f"Segment Scene: {problem}")
                 return {"CANCELLED"}
+            self._options = self._plan(context, self._config, self._options, probe_pong(seen))
+            runtime.set_state(self._scene, jobstate.start_rendering(runtime.SESSION.state, self._config.n_train,
+                                                                    plan=self._plan_value))
         try:
             finished = self._step()
         except (DatasetError, RuntimeError, OSError) as e:

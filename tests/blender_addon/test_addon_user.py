@@ -1,0 +1,102 @@
+"""Segment Scene as a user meets it (issue 23), in headless bpy against a real `backend serve` on a CPU: the
+preset that fits the server, one honest progress bar, a result whose colours show in a render, Separate
+Segments that skips dust, and a client token that keeps two Blender sessions' jobs apart."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from .conftest import pump_until_idle
+
+
+def _record(runtime, limit_s: float = 60.0):
+    """Pump until the job ends; every state seen (the state before pumping first)."""
+    seen = [runtime.SESSION.state]
+    t0 = time.monotonic()
+    while runtime.pump() is not None:
+        seen.append(runtime.SESSION.state)
+        assert time.monotonic() - t0 < limit_s, runtime.SESSION.state
+        time.sleep(0.01)
+    seen.append(runtime.SESSION.state)
+    return seen
+
+
+def test_cpu_server_gets_the_cpu_preset_an_estimate_and_one_monotone_bar(addon):
+    from blender_addon import jobstate
+    from blender_addon.client import CLIENT_TOKEN
+    from backend.wire import job_progress
+
+    scene, bpy, runtime = addon
+    props = scene.ultrametric_seg
+    assert props.preset == "PREFERENCES"  # nothing chosen: the preferences say "from the server"
+    assert bpy.ops.useg.segment_scene(iterations=60) == {"FINISHED"}
+    submit = runtime.SESSION.thread.submit
+    assert submit.options.preset == "cpu"  # the server runs on a CPU
+    assert submit.client_token == CLIENT_TOKEN
+    assert props.estimate.startswith("about ") and "(cpu" in props.estimate and "preset cpu, 60 steps" in props.estimate
+    seen = _record(runtime)
+    final = seen[-1]
+    assert final.phase == jobstate.Phase.DONE and final.progress == 1.0 and props.progress == pytest.approx(100)
+    bars = [s.progress for s in seen]
+    assert all(b >= a for a, b in zip(bars, bars[1:])), bars
+    labels = [jobstate.stage_label(s) for s in seen if s.active]
+    order = [x for i, x in enumerate(labels) if i == 0 or labels[i - 1] != x]
+    assert order[0] == "render" and {"masks", "training", "segmentation"} <= set(order), order
+    assert order == sorted(order, key=job_progress.STAGES.index)  # never back to an earlier stage
+    assert len(final.tracker.actual) == len(job_progress.STAGES)  # import closed too
+    # training moved the bar through its own share (it used to stop at 85 %)
+    training = [s.progress for s in seen if s.active and jobstate.stage_label(s) == "training"]
+    w = job_progress.weights(final.tracker.expected)
+    assert training[-1] - training[0] > 0.5 * w[3]
+    assert any("ETA" in jobstate.status_text(s) for s in seen if jobstate.stage_label(s) == "training")
+
+
+def test_a_preset_the_user_chose_is_kept(addon):
+    scene, bpy, runtime = addon
+    scene.ultrametric_seg.preset = "fast"
+    scene.ultrametric_seg.views = 3
+    assert bpy.ops.useg.segment_scene(iterations=5) == {"FINISHED"}
+    submit = runtime.SESSION.thread.submit
+    assert submit.options.preset == "fast" and submit.rgb.shape[0] == 3
+    pump_until_idle(runtime)
+    assert scene.ultrametric_seg.phase == "done"
+
+
+def test_two_blender_sessions_do_not_see_each_others_jobs(addon, server_address):
+    """The add-on's job belongs to its token: another token (another Blender) neither sees nor cancels it;
+    the add-on itself still can."""
+    import zmq
+
+    from backend.wire import protocol as P
+    from blender_addon.client import CLIENT_TOKEN
+
+    scene, bpy, runtime = addon
+    assert bpy.ops.useg.segment_scene(iterations=3000) == {"FINISHED"}
+    job = runtime.SESSION.thread.job
+    t0 = time.monotonic()
+    while runtime.SESSION.state.phase not in ("training", "segmenting") and time.monotonic() - t0 < 20:
+        runtime.pump()
+        time.sleep(0.02)
+
+    def ask(msg):
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(server_address)
+        try:
+            sock.send_multipart(P.encode(msg))
+            assert sock.poll(5000), "no answer"
+            return P.decode(sock.recv_multipart(), accept=P.SERVER_TYPES)
+        finally:
+            sock.close()
+
+    other = "another-blender-session-token"
+    assert ask(P.Status(job=job, client_token=other)).__class__ is P.Error
+    assert job not in [j.job for j in ask(P.Status(client_token=other)).jobs]
+    assert ask(P.Cancel(job=job, client_token=other)).__class__ is P.Error
+    mine = ask(P.Status(job=job, client_token=CLIENT_TOKEN))
+    assert isinstance(mine, P.StatusReply) and mine.jobs[0].job == job
+    assert bpy.ops.useg.cancel_job() == {"FINISHED"}
+    pump_until_idle(runtime, 15)
+    assert scene.ultrametric_seg.phase == "cancelled"
