@@ -75,12 +75,13 @@ class StageTimes:
 #: so an idle machine is faster): render 46.4 s (1.45 s a view), masks 2.7 s, training 81.1 s (0.052 s a step),
 #: segmentation 24.4 s for 132,940 points, import 0.03 s: 2.6 minutes in all. Only the ratios between the stages
 #: shape the bar; the ETA rescales them by the speed the job actually shows (module docstring). ``default`` /
-#: ``paper`` on a CPU: measured 40 steps of ``default`` the same way (see :data:`CPU_DEFAULT_STEP_S`).
-CPU_DEFAULT_STEP_S = 2.0
+#: ``paper`` on a CPU: 40 steps of ``default`` at 8 views of 100 px took 0.091 s a step against the cpu preset's
+#: 0.040 s there (2.3x), so 0.12 s at the default render; ``fast`` (not measured) is put between the two.
+CPU_DEFAULT_STEP_S = 0.12
 MEASURED = StageTimes(
     render_per_view_mpx=36.0,
     masks_per_view_mpx=2.1,
-    step={"cpu": 0.055, "fast": CPU_DEFAULT_STEP_S / 2, "default": CPU_DEFAULT_STEP_S, "paper": CPU_DEFAULT_STEP_S},
+    step={"cpu": 0.055, "fast": 0.09, "default": CPU_DEFAULT_STEP_S, "paper": CPU_DEFAULT_STEP_S},
     segmentation_per_point=1.8e-4,
 )
 #: On a GPU server: not measured (no GPU was available); a GPU step of these presets is assumed at 30-60 ms
