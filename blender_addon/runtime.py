@@ -262,6 +262,8 @@ def show_result(scene, result: SegmentationResult, path: str, name: str = "Segme
     finally:
         SESSION.updating = False
     SESSION.result_object = obj.name
+    if importer.show_colours_in_viewports(bpy.context.window_manager):
+        report("INFO", "3D viewports switched to Material Preview to show the segment colours")
     return obj
 
 

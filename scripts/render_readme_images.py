@@ -180,7 +180,7 @@ def segment_objects(scene, result, threshold: float, n_coloured: int, radius_sca
     # one radius for every part: the importer sizes points by the density of the whole cloud, but a
     # separated part would get a radius from its own (much smaller) point count
     radius = float(importer.read_attribute(obj, "radius")[0]) * radius_scale
-    parts = importer.separate_segments(scene, obj, c, n_coloured, n_coloured)
+    parts = importer.separate_segments(scene, obj, c, n_coloured, n_coloured).objects
     colours = tree_cut.segment_colours(c, n_coloured)
     for i, part in enumerate(parts):
         rgb = colours[i] if i < min(n_coloured, c.n_segments) else np.asarray(tree_cut.GREY, np.float32)

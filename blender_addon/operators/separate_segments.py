@@ -26,6 +26,9 @@ class USEG_OT_separate_segments(bpy.types.Operator):
 
     max_objects: IntProperty(name="Most Objects", default=64, min=1, max=4096,
                              description="Objects for the largest segments; the remaining points form one more")
+    min_points: IntProperty(name="Min Points", default=0, min=0, max=10_000_000,
+                            description="Skip segments with fewer points (their points join the rest); 0: the "
+                                        "panel's Min Points")
 
     @classmethod
     def poll(cls, context):
@@ -42,6 +45,13 @@ class USEG_OT_separate_segments(bpy.types.Operator):
             return {"CANCELLED"}
         props = state_of(context.scene)
         c = importer.result_cut(loaded.result, loaded.threshold(props.granularity))
-        made = importer.separate_segments(context.scene, obj, c, self.max_objects, props.coloured_segments)
-        self.report({"INFO"}, f"Made {len(made)} objects from {c.n_segments} segments")
+        min_points = self.min_points or props.min_points
+        made = importer.separate_segments(context.scene, obj, c, self.max_objects, props.coloured_segments,
+                                          min_points)
+        text = f"Made {len(made.objects)} objects from {c.n_segments} segments"
+        if made.skipped:
+            text += (f"; skipped {made.skipped} segments under {min_points} points ({made.skipped_points} points, "
+                     f"kept together in {obj.name}.rest)")
+        self.report({"INFO"}, text)
+        runtime.SESSION.reports.append(("INFO", text))
         return {"FINISHED"}

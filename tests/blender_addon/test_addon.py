@@ -77,7 +77,7 @@ def test_segment_scene_end_to_end_and_granularity_slider(addon):
     # Separate segments: one object per segment (plus the rest)
     props.granularity = 0.8
     bpy.context.view_layer.objects.active = obj
-    assert bpy.ops.useg.separate_segments(max_objects=3) == {"FINISHED"}
+    assert bpy.ops.useg.separate_segments(max_objects=3, min_points=1) == {"FINISHED"}
     made = [o for o in bpy.data.objects if o.name.startswith(obj.name + ".")]
     sizes = sorted(len(o.data.points) for o in made)
     assert len(made) == min(4, props.segments) and sum(sizes) == r.n_points

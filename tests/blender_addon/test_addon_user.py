@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from .conftest import pump_until_idle
@@ -100,3 +101,89 @@ def test_two_blender_sessions_do_not_see_each_others_jobs(addon, server_address)
     assert bpy.ops.useg.cancel_job() == {"FINISHED"}
     pump_until_idle(runtime, 15)
     assert scene.ultrametric_seg.phase == "cancelled"
+
+
+def _segment(bpy, runtime, scene, **kw):
+    assert bpy.ops.useg.segment_scene(iterations=5, **kw) == {"FINISHED"}
+    pump_until_idle(runtime)
+    props = scene.ultrametric_seg
+    assert props.phase == "done", props.error
+    return props.result_object
+
+
+def render_only(bpy, scene, obj, path, engine="CYCLES", size=48):
+    """Render ``obj`` alone, framed from the front and above; returns the float RGB pixels [H*W, 3]."""
+    import numpy as np
+    from mathutils import Vector
+
+    from blender_addon import importer
+
+    pts = importer.read_attribute(obj, "position")
+    lo, hi = pts.min(0), pts.max(0)
+    centre, diag = Vector(((lo + hi) / 2).tolist()), float(np.linalg.norm(hi - lo))
+    for o in scene.objects:
+        o.hide_render = o is not obj
+    cam = bpy.data.objects.new("result camera", bpy.data.cameras.new("result camera"))
+    scene.collection.objects.link(cam)
+    cam.location = centre + Vector((0.0, -1.2 * diag, 0.8 * diag))
+    cam.rotation_euler = (centre - cam.location).to_track_quat("-Z", "Y").to_euler()
+    scene.camera = cam
+    scene.render.engine = engine
+    if engine == "CYCLES":
+        scene.cycles.samples = 4
+        scene.cycles.device = "CPU"
+    scene.render.resolution_x = scene.render.resolution_y = size
+    scene.render.resolution_percentage = 100
+    scene.render.filepath = str(path)
+    scene.render.image_settings.file_format = "PNG"
+    bpy.ops.render.render(write_still=True)
+    img = bpy.data.images.load(str(path))
+    return np.array(img.pixels[:], np.float32).reshape(-1, 4)[:, :3]
+
+
+def test_the_result_shows_its_segment_colours_in_a_render(addon, tmp_path):
+    """The imported cloud's material reads ``segment_colour``: a render (Cycles; Workbench cannot colour point
+    clouds by attribute) shows several distinct segment colours without any setting changed by hand."""
+    from blender_addon import importer
+
+    scene, bpy, runtime = addon
+    obj = _segment(bpy, runtime, scene)
+    scene.ultrametric_seg.granularity = 0.6
+    mat = obj.data.materials[0]
+    attr = next(n for n in mat.node_tree.nodes if n.type == "ATTRIBUTE")
+    assert attr.attribute_name == importer.COLOUR_ATTR
+    assert {link.to_socket.name for link in attr.outputs["Color"].links} >= {"Base Color"}
+    assert importer.show_colours_in_viewports(bpy.context.window_manager) == 0  # headless: no viewport
+    px = render_only(bpy, scene, obj, tmp_path / "result.png")
+    sat = px.max(1) - px.min(1)
+    colourful = px[sat > 0.12]
+    hues = np.unique(np.round(colourful / np.maximum(colourful.max(1, keepdims=True), 1e-6) * 3), axis=0)
+    assert len(colourful) > 0.02 * len(px) and len(hues) >= 3, (len(colourful), hues)
+    # the same render with the attribute unplugged is grey: the colours come from the segments
+    for link in list(attr.outputs["Color"].links):
+        mat.node_tree.links.remove(link)
+    px = render_only(bpy, scene, obj, tmp_path / "grey.png")
+    assert ((px.max(1) - px.min(1)) > 0.12).sum() < 0.2 * len(colourful)
+
+
+def test_separate_segments_skips_small_segments_and_says_how_many(addon):
+    from blender_addon import importer
+
+    scene, bpy, runtime = addon
+    obj = _segment(bpy, runtime, scene)
+    props = scene.ultrametric_seg
+    props.granularity = 0.35
+    labels = importer.read_attribute(obj, "segment")
+    sizes = np.bincount(labels)
+    assert (sizes < 20).sum() >= 3 and (sizes >= 20).sum() >= 2, sizes  # dust and segments
+    n_reports = len(runtime.SESSION.reports)
+    bpy.context.view_layer.objects.active = obj
+    assert bpy.ops.useg.separate_segments(max_objects=64, min_points=20) == {"FINISHED"}
+    parts = list(bpy.data.collections[obj.name + " segments"].objects)
+    own = [p for p in parts if not p.name.endswith(".rest")]
+    assert len(own) == min(64, (sizes >= 20).sum()) and all(len(p.data.points) >= 20 for p in own)
+    assert sum(len(p.data.points) for p in parts) == len(labels)
+    text = " ".join(m for _, m in runtime.SESSION.reports[n_reports:])
+    assert f"skipped {(sizes < 20).sum()} segments under 20 points" in text, text
+    with pytest.raises(ValueError, match="min_points"):
+        importer.separate_plan(sizes, 64, 0)

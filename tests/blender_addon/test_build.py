@@ -77,7 +77,7 @@ before = props.segments
 props.granularity = 0.9  # recolours from the returned tree
 assert props.segments < before, (before, props.segments)
 props.granularity = 0.3
-assert bpy.ops.useg.separate_segments(max_objects=3) == {"FINISHED"}  # more point clouds, same way
+assert bpy.ops.useg.separate_segments(max_objects=3, min_points=1) == {"FINISHED"}  # more point clouds
 parts = list(bpy.data.collections[obj.name + " segments"].objects)
 assert len(parts) >= 2 and all(p.type == "POINTCLOUD" for p in parts), [(p.name, p.type) for p in parts]
 assert sum(len(p.data.points) for p in parts) == n
