@@ -18,9 +18,13 @@ ALTERNATELY (reference, new, reference, new, ...), so the load of a shared machi
   ``Trainer.stage_hook``; the reference (which has none) is split by :func:`_reference_staged_step`, a copy of its
   depth-geometry ``_run_step`` with marks between the stages.
 
+``--reference-one-thread`` runs the reference with one torch and one BLAS thread (the new step's settings), so the
+ratio shows what the code gives beyond the thread settings; ``--new-without-prefetch`` adds the new code without
+its prefetch thread as a third side.
+
 Run: ``python bench/bench_train_step.py --repo /tmp/main_ref [--rounds 5 --steps 40 --profile-steps 30]``
-(about 3 minutes on 2 cores). Prints the machine load (``os.getloadavg``) before and after: on a shared machine
-say it with the figures.
+(a few minutes on 2 idle cores; on a loaded machine the reference at its default threads is far slower). Prints
+the machine load (``os.getloadavg``) before and after: on a shared machine say it with the figures.
 """
 
 from __future__ import annotations

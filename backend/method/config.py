@@ -123,9 +123,9 @@ class TrainConfig:
     cpu_threads: int = 1
     """Torch intra-op threads of a training step on a CPU, with one BLAS thread (:mod:`backend.method.threads`);
     a core left over prepares the next steps' host work. 0 leaves torch's and BLAS's own settings (every core
-    each). A cpu-preset step is many small operations: one thread measured faster than two on 2 cores, and several
-    times faster on a loaded machine (docs/quality.md, issue #24). Results do not depend on it beyond float
-    rounding."""
+    each). A cpu-preset step is many small operations: on a loaded 2-core machine the former step ran 6x faster on
+    one thread than on torch's and OpenBLAS's defaults (docs/quality.md, issue #24; not measured on an idle machine
+    or on more cores). Results do not depend on it beyond float rounding."""
     render_chunk: int = 8192
     """Points per chunk when querying features at depth points; volume rendering uses
     ``render_chunk * 16 / num_samples`` rays per chunk (bounded memory)."""
