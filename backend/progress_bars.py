@@ -57,3 +57,75 @@ class ProgressBars:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class JobBar:
+    """``backend submit``'s progress: ONE bar over the job's stages (upload, masks, training, segmentation,
+    writing the result), weighted by measured stage times, never moving back, with the stage and an ETA from the
+    measured step rate (:mod:`backend.wire.job_progress`, the same as the Blender add-on's). A context manager;
+    call it with each progress event."""
+
+    def __init__(self, plan, enabled: bool = True, clock=None):
+        import time
+
+        from backend.wire import job_progress
+
+        self.enabled = enabled
+        self.clock = clock or time.monotonic
+        now = self.clock()
+        expected = (0.0,) + job_progress.expected_seconds(plan)[1:]  # the views are rendered already
+        self.tracker = job_progress.Tracker(expected=expected, started=now).update("upload", 0, 0, now)
+        self.bar: Any = None
+
+    def __call__(self, event: Any) -> None:
+        self.tracker = self.tracker.update(event.stage, int(event.step or 0), int(event.total or 0), self.clock(),
+                                           server_eta=getattr(event, "eta", None))
+        self._show(event)
+
+    def finish(self) -> None:
+        self.tracker = self.tracker.finish(self.clock())
+        self._show(None)
+
+    def _show(self, event: Any) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        from backend.wire.job_progress import format_duration
+
+        if self.bar is None:
+            self.bar = tqdm(total=100, desc="job", unit="%", file=sys.stderr, dynamic_ncols=True, leave=True,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        self.bar.set_description_str(self.tracker.stage_name, refresh=False)
+        self.bar.n = round(100 * self.tracker.progress, 1)
+        post = {}
+        if event is not None and event.total:
+            post["step"] = f"{event.step}/{event.total}"
+        if getattr(event, "queue_position", None) is not None:
+            post["ahead"] = event.queue_position
+        if self.tracker.eta is not None and self.tracker.progress < 1.0:
+            post["eta"] = format_duration(self.tracker.eta)
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> "JobBar":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def job_plan(scene: Any, options: Any):
+    """The :class:`backend.wire.job_progress.JobPlan` of submitting ``scene`` with ``options`` (device unknown
+    until the server runs it: ``options.device`` or cpu)."""
+    from backend.wire import job_progress, presets
+
+    return job_progress.JobPlan(views=max(int(scene.num_views), 1), resolution=max(int(scene.width), 1),
+                                iterations=int(options.iterations or presets.preset_iterations(options.preset)),
+                                preset=options.preset, engine="workbench", device=options.device or "cpu",
+                                max_points=int(options.max_points))

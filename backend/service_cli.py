@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from backend import arg_types as T
-from backend.progress_bars import ProgressBars
+from backend.progress_bars import JobBar, ProgressBars, job_plan
 from backend.service.server import ConfigError, JobServer, JobServerConfig, load_run_job
 from backend.wire.protocol import JobOptions, Limits
 
@@ -303,8 +303,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
                   f"stops, get the result later with: backend fetch {job} --server {args.server} --out {args.out}",
                   file=sys.stderr)
             try:
-                with ProgressBars() as bars:
-                    result = client.wait(job, on_progress=bars)
+                with JobBar(job_plan(scene, options)) as bar:
+                    result = client.wait(job, on_progress=bar)
+                    bar.finish()
             except KeyboardInterrupt:
                 state = client.cancel(job)
                 print(f"\ninterrupted: job {job} {state}", file=sys.stderr)

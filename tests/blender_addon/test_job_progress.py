@@ -109,3 +109,26 @@ def test_job_state_names_the_stage_and_keeps_one_bar():
     s = js.apply_event(s, P.Result(job="j1", arrays={"points": np.zeros((2, 3), np.float32)}), now=9.0)
     assert s.phase == js.Phase.DONE and js.stage_label(s) == "import" and s.progress < 1.0
     assert js.imported(s, now=9.5).progress == 1.0
+
+
+def test_backend_submit_shows_one_bar_over_the_job():
+    from types import SimpleNamespace as E
+
+    from backend.progress_bars import JobBar, job_plan
+    from backend.wire.protocol import JobOptions
+
+    t = [0.0]
+    plan = job_plan(E(num_views=4, width=40), JobOptions(preset="cpu", iterations=100))
+    assert plan.iterations == 100 and plan.views == 4
+    bar = JobBar(plan, enabled=False, clock=lambda: t[0])
+    seen = []
+    for stage, step, total in [("queued", 0, 0), ("starting", 0, 0), ("masks", 2, 4), ("masks", 4, 4),
+                               *[("training", s, 100) for s in range(0, 101, 10)], ("masks", 4, 4),
+                               ("segmentation", 0, 3), ("segmentation", 3, 3)]:
+        t[0] += 1.0
+        bar(E(stage=stage, step=step, total=total, eta=None, queue_position=None))
+        seen.append((bar.tracker.stage_name, bar.tracker.progress))
+    assert [p for _, p in seen] == sorted(p for _, p in seen)
+    assert [s for s, _ in seen][-1] == "segmentation" and seen[-3][0] == "training"
+    bar.finish()
+    assert bar.tracker.progress == 1.0
