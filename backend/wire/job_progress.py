@@ -234,7 +234,7 @@ def estimate_line(plan: JobPlan, cpu_cores: int = 0, load: float = 0.0) -> str:
             + (f", {cpu_cores} cores" if cpu_cores else "")
             + f"; preset {plan.preset}, {plan.iterations} steps, {plan.views} views at {plan.resolution} px)")
     if cpu_cores and load > cpu_cores:
-        text += f"; the server is busy (load {load:.1f} on {cpu_cores} cores): expect longer"
+        text += f"; the server is busy (load {load:.1f} on {cpu_cores} cores)"
     return text
 
 
