@@ -14,8 +14,8 @@ from __future__ import annotations
 
 def _classes() -> tuple:
     from . import panels, preferences, properties
-    from .operators import (cancel_job, import_result, ping_server, render_dataset, report, segment_scene,
-                            select_segment, separate_segments)
+    from .operators import (cancel_job, import_result, mesh_segments, ping_server, render_dataset, report,
+                            segment_scene, select_segment, separate_segments)
 
     return (
         preferences.USEG_AddonPreferences,
@@ -28,6 +28,8 @@ def _classes() -> tuple:
         import_result.USEG_OT_import_result,
         separate_segments.USEG_OT_separate_segments,
         select_segment.USEG_OT_select_segment,
+        mesh_segments.USEG_OT_transfer_segments,
+        mesh_segments.USEG_OT_separate_mesh,
         panels.USEG_PT_segment,
         panels.USEG_PT_result,
         panels.USEG_PT_dataset,

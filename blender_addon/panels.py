@@ -76,6 +76,9 @@ class USEG_PT_result(_SidebarPanel, bpy.types.Panel):
         row = col.row(align=True)
         row.operator("useg.separate_segments", icon="OUTLINER_OB_POINTCLOUD")
         row.operator("useg.select_segment", icon="RESTRICT_SELECT_OFF")
+        row = col.row(align=True)
+        row.operator("useg.transfer_segments", icon="MOD_DATA_TRANSFER")
+        row.operator("useg.separate_mesh", icon="MOD_EXPLODE")
         layout.operator("useg.import_result", icon="IMPORT")
 
 

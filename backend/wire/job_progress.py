@@ -173,7 +173,9 @@ class Tracker:
         same = stage is not None and _INDEX[stage] == t.stage
         if same and total > 0:
             fraction = min(max(step / total, 0.0), 1.0)
-            first = t.first if t.first is not None else (now, int(step))
+            # the rate counts from the first step made: a stage's step 0 ("preparing") is followed by its set-up
+            # (building the field and its tables), which is no step and would make the early rate far too slow
+            first = t.first if t.first is not None or step < 1 else (now, int(step))
             t = dataclasses.replace(t, fraction=max(t.fraction, fraction), first=first)
         w = weights(self.expected)
         value = sum(w[:t.stage]) + w[t.stage] * t.fraction

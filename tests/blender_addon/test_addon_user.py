@@ -153,7 +153,7 @@ def test_the_result_shows_its_segment_colours_in_a_render(addon, tmp_path):
     attr = next(n for n in mat.node_tree.nodes if n.type == "ATTRIBUTE")
     assert attr.attribute_name == importer.COLOUR_ATTR
     assert {link.to_socket.name for link in attr.outputs["Color"].links} >= {"Base Color"}
-    assert importer.show_colours_in_viewports(bpy.context.window_manager) == 0  # headless: no viewport
+    assert importer.show_colours_in_viewports(bpy.context.window_manager) == 0  # none left in Solid shading
     px = render_only(bpy, scene, obj, tmp_path / "result.png")
     sat = px.max(1) - px.min(1)
     colourful = px[sat > 0.12]
@@ -187,3 +187,64 @@ def test_separate_segments_skips_small_segments_and_says_how_many(addon):
     assert f"skipped {(sizes < 20).sum()} segments under 20 points" in text, text
     with pytest.raises(ValueError, match="min_points"):
         importer.separate_plan(sizes, 64, 0)
+
+
+def _joined_mesh(bpy, scene):
+    """Every mesh the scene shows (collection instances too) joined into one object, world transforms applied;
+    the originals hidden."""
+    import bmesh
+
+    layer = scene.view_layers[0]
+    layer.update()
+    bm = bmesh.new()
+    for inst in layer.depsgraph.object_instances:
+        if inst.object.type != "MESH":
+            continue
+        part = bmesh.new()
+        part.from_mesh(inst.object.data)
+        part.transform(inst.matrix_world)
+        mesh = bpy.data.meshes.new("tmp")
+        part.to_mesh(mesh)
+        part.free()
+        bm.from_mesh(mesh)
+        bpy.data.meshes.remove(mesh)
+    for o in scene.objects:
+        o.hide_render = o.hide_viewport = o.type in ("MESH", "EMPTY")
+    mesh = bpy.data.meshes.new("Joined")
+    bm.to_mesh(mesh)
+    bm.free()
+    joined = bpy.data.objects.new("Joined", mesh)
+    scene.collection.objects.link(joined)
+    return joined
+
+
+def test_segments_on_a_joined_mesh_and_separate_mesh_by_segment(addon):
+    from blender_addon import importer, mesh_segments
+
+    scene, bpy, runtime = addon
+    _segment(bpy, runtime, scene)
+    for g in np.linspace(0.8, 0.2, 13):  # a coarse level with a few segments
+        scene.ultrametric_seg.granularity = float(g)
+        if scene.ultrametric_seg.segments >= 8:
+            break
+    joined = _joined_mesh(bpy, scene)
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    joined.select_set(True)
+    bpy.context.view_layer.objects.active = joined
+    assert bpy.ops.useg.transfer_segments() == {"FINISHED"}
+    seg = np.empty(len(joined.data.polygons), np.int32)
+    joined.data.attributes["segment"].data.foreach_get("value", seg)
+    assert joined.data.attributes["segment"].domain == "FACE"
+    assert (seg >= 0).mean() > 0.3, (seg >= 0).mean()  # the faces the views saw
+    ids, counts = np.unique(seg[seg >= 0], return_counts=True)
+    significant = int((counts >= 10).sum())
+    cloud = np.bincount(importer.read_attribute(scene.ultrametric_seg.result_object, "segment"))
+    assert significant >= 2, (counts, scene.ultrametric_seg.segments, cloud[:10])
+    assert bpy.ops.useg.separate_mesh(min_faces=10) == {"FINISHED"}
+    parts = [o for o in scene.objects if o.name.startswith("Joined.")]
+    own = [p for p in parts if not p.name.endswith(".rest")]
+    assert len(own) == significant
+    assert sum(len(p.data.polygons) for p in parts) == len(joined.data.polygons)
+    with pytest.raises(ValueError, match="same"):
+        mesh_segments.vote(np.zeros((2, 3)), np.zeros((2, 2)), 1.0)

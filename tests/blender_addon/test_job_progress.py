@@ -29,10 +29,11 @@ def simulate(plan: jp.JobPlan, slow: float, rng: np.random.Generator, step_every
     events.append((0.2, "starting", 0, 0))
     for v in range(1, plan.views + 1):
         events.append((slow * exp[2] / plan.views * rng.uniform(0.7, 1.3), "masks", v, plan.views))
-    events.append((slow * 2.0, "training", 0, plan.iterations))  # preparing the field
+    events.append((0.1, "training", 0, plan.iterations))  # "preparing": the field's set-up follows (no step)
     per_step = slow * exp[3] / plan.iterations
     for s in range(step_every, plan.iterations + 1, step_every):
-        events.append((per_step * step_every * rng.uniform(0.8, 1.2), "training", s, plan.iterations))
+        prep = 0.15 * slow * exp[3] if s == step_every else 0.0
+        events.append((prep + per_step * step_every * rng.uniform(0.8, 1.2), "training", s, plan.iterations))
         if late_masks and s == 200:
             events.append((0.0, "masks", 32, 32))  # a late message of an earlier stage
     for k in range(4):
@@ -102,6 +103,7 @@ def test_job_state_names_the_stage_and_keeps_one_bar():
     s = js.apply_event(s, P.Progress(job="j1", stage="masks", step=2, total=4), now=2.0)
     assert js.status_text(s).startswith("Segment: masks 2/4") and "training" not in js.status_text(s)
     masks_bar = s.progress
+    s = js.apply_event(s, P.Progress(job="j1", stage="training", step=0, total=100, eta=50.0), now=2.5)
     s = js.apply_event(s, P.Progress(job="j1", stage="training", step=10, total=100, eta=50.0), now=3.0)
     s = js.apply_event(s, P.Progress(job="j1", stage="training", step=60, total=100, eta=50.0), now=8.0)
     assert s.progress > masks_bar and "ETA" in js.status_text(s)
