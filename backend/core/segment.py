@@ -44,8 +44,8 @@ class SegmentConfig:
     """Thresholds (feature distance, 1 - cosine) for evaluation and the full label stack."""
     export_levels: str = "persistent"
     """How the exported cuts (PLY, hierarchy.json, the server's reply, the add-on's first view) are chosen:
-    ``persistent`` reads them off the tree (:func:`backend.core.levels.persistent_levels`: the levels where the
-    number of significant segments holds over the widest range of log altitude), ``fixed`` uses
+    ``persistent`` reads them off the tree (:func:`backend.core.levels.persistent_levels`: spread evenly in log
+    effective segment count, each in the middle of the altitude range its band spans), ``fixed`` uses
     ``export_thresholds`` as given."""
     export_count: int = 5
     """How many persistent levels to export (fewer when the tree has fewer)."""
@@ -54,8 +54,8 @@ class SegmentConfig:
     (:data:`backend.wire.presets.DEFAULT_EXPORT_THRESHOLDS`)."""
     significant_share: float = 0.001
     """At an exported cut, a segment with fewer points than this share of the cloud (and at least
-    ``significant_min_points``) is dust: it does not count towards a persistent level, and its points join the
-    segment of their nearest significant neighbour in space. 0 = keep dust as it is."""
+    ``significant_min_points``) is dust: its points join the segment of their nearest significant neighbour in
+    space. 0 = keep dust as it is."""
     significant_min_points: int = 20
     """Lower bound of the significant segment size in points."""
     propagate_k: int = 5
@@ -350,11 +350,13 @@ def significant_size(num_points: int, cfg: SegmentConfig) -> int:
 
 def export_thresholds(seg: Segmentation3D, cfg: SegmentConfig) -> list[float]:
     """The exported cut thresholds, fine to coarse: the tree's persistent levels, or the fixed ones."""
-    from backend.core.levels import persistent_levels
+    from backend.core.levels import FINEST, persistent_levels
 
     if cfg.export_levels == "fixed":
         return sorted(float(t) for t in cfg.export_thresholds)
-    levels = persistent_levels(seg.tree, cfg.export_count, significant_size(len(seg.cloud), cfg))
+    n = len(seg.cloud)
+    # the finest level cannot hold more segments than the cloud has room for above the dust size
+    levels = persistent_levels(seg.tree, cfg.export_count, finest=min(FINEST, n / significant_size(n, cfg)))
     if not len(levels):  # one segment at every level: the tree's median merge shows what there is
         levels = altitude_quantiles(seg.tree, 3)[1:2]
     return [float(t) for t in levels]
@@ -365,10 +367,11 @@ def export_levels_info(cfg: SegmentConfig, num_points: int) -> dict:
     if cfg.export_levels == "fixed":
         return {"rule": "fixed", "thresholds": [float(t) for t in cfg.export_thresholds]}
     return {"rule": "persistent", "count": cfg.export_count,
-            "significant_points": significant_size(num_points, cfg),
-            "description": "the levels where the number of segments with at least significant_points points "
-                           "holds over the widest range of log merge altitude; smaller segments joined to their "
-                           "nearest significant neighbour"}
+            "dust_points": significant_size(num_points, cfg),
+            "description": "levels spread evenly in log effective segment count (inverse Simpson index of the "
+                           "segments' shares) from 200 down to 1.5, each cut in the middle (log altitude) of the "
+                           "altitude range its band spans; segments under dust_points points joined to their "
+                           "nearest larger neighbour"}
 
 
 def absorb_dust(points: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:

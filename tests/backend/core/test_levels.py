@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from backend.core import linkage_tree
-from backend.core.levels import persistent_levels, significant_counts
+from backend.core.levels import effective_counts, persistent_levels
 from backend.core.pointcloud import PointCloud
 from backend.core.segment import (SegmentConfig, absorb_dust, export_labels, export_thresholds,
                                   segment_point_cloud)
@@ -45,26 +45,28 @@ def counts_at(seg, thresholds, cfg) -> list[int]:
 
 def test_persistent_levels_find_parts_and_groups_at_any_scale():
     cfg = SegmentConfig(significant_share=0.02)
-    found = []
+    found, shares = [], []
     for scale in (1e-2, 1e-4):  # the same hierarchy, distances 100x smaller
         seg = segment_point_cloud(hierarchical_cloud(scale), SegmentConfig(knn=8))
         th = export_thresholds(seg, cfg)
         assert th == sorted(th)
         found.append(counts_at(seg, th, cfg))
-    for f in found:  # parts (6) and groups (3) at both distance scales, finer fragments above them
-        assert f[-3:] == [6, 4, 3] and f[0] > 6, found
+        shares.append([np.bincount(row).max() / len(row) for row in export_labels(seg, th, cfg)])
+    for f in found:  # the parts (6), the groups (3) and 2 at both distance scales; fragments of parts above
+        assert f[-3:] == [6, 3, 2] and min(f[:-3]) > 6, found
+    assert max(shares[0]) < 0.9, "no exported cut is one segment"
     # the fixed cuts of the released code see one segment on the small-scale tree
     seg = segment_point_cloud(hierarchical_cloud(1e-4), SegmentConfig(knn=8))
     fixed = SegmentConfig(export_levels="fixed", significant_share=0.02)
     assert max(counts_at(seg, export_thresholds(seg, fixed), fixed)) <= 1
 
 
-def test_significant_counts_and_dust():
+def test_effective_counts_and_dust():
     # two pairs merge (2 segments of 2), then everything
     t = linkage_tree.SingleLinkageTree(np.array([4, 4, 5, 5, 6, 6, 6]), np.array([0, 0, 0, 0, 0.1, 0.2, 0.9]), 4)
-    alt, counts = significant_counts(t, 2)
-    assert alt.tolist() == [0.1, 0.2, 0.9] and counts.tolist() == [1, 2, 1]
-    assert persistent_levels(t, 5, min_size=3).size == 0  # never 2 segments of >= 3 points
+    alt, eff = effective_counts(t)
+    assert alt.tolist() == [0.1, 0.2, 0.9] and np.allclose(eff, [16 / 6, 2, 1])
+    assert persistent_levels(t, 5, coarsest=3.0).size == 0  # never more than 3 effective segments
     pts = np.array([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [3.0, 0, 0], [3.1, 0, 0], [3.2, 0, 0], [1.0, 0, 0]])
     lab = absorb_dust(pts, np.array([[0, 0, 0, 1, 1, 1, 2], [0, 0, 0, 1, 1, 1, -1]]), 2)
     assert lab.tolist() == [[0, 0, 0, 1, 1, 1, 0]] * 2
