@@ -182,15 +182,18 @@ def describe_hierarchy(result: JobResult, colour_threshold: float | None = None)
         "num_points": int(len(a[ResultArrays.POINTS])) if ResultArrays.POINTS in a else meta.get("num_points"),
         "max_segments": meta.get("max_segments"),
         "thresholds": [round(float(t), 6) for t in hier.get("thresholds", [])],
+        "levels_chosen_by": hier.get("levels_chosen_by"),
         "levels": levels,
     }
     return out
 
 
 def middle_threshold_index(thresholds) -> int:
-    """Index of the cut ``points_segments.ply`` is coloured by: the middle one (the lower middle of an even
-    count), a cut between the finest parts and the whole objects."""
-    return max(0, (len(thresholds) - 1) // 2)
+    """Index of the cut ``points_segments.ply`` is coloured by: the one the add-on opens on
+    (:func:`backend.wire.presets.default_cut_index`), between the finest parts and the whole objects."""
+    from backend.wire.presets import default_cut_index
+
+    return default_cut_index(len(thresholds))
 
 
 def write_outputs(result: JobResult, out: Path) -> list[Path]:
