@@ -113,7 +113,9 @@ def test_classical_splits_at_depth_discontinuities():
     assert best_iou(with_depth, left) > 0.99 and best_iou(with_depth, ~left) > 0.99
     flat = classical_masks(rgb, None, depth, ClassicalConfig(use_depth=False))  # colour only
     assert best_iou(flat, left) < 0.9
-    assert best_iou(classical_masks(rgb, None, None), left) < 0.9  # the default without depth: colour only
+    assert best_iou(classical_masks(rgb, None, depth), left) < 0.9  # the default reads colour only
+    auto = classical_masks(rgb, None, depth, ClassicalConfig(use_depth=None))  # auto: depth when given
+    assert best_iou(auto, left) > 0.99 and best_iou(classical_masks(rgb, None, None, ClassicalConfig(use_depth=None)), left) < 0.9
 
 
 def test_classical_splits_at_normal_creases():
