@@ -29,6 +29,7 @@ class USEG_PT_segment(_SidebarPanel, bpy.types.Panel):
         row = layout.row(align=True)
         row.scale_y = 1.4
         row.operator("useg.segment_scene", icon="RENDER_STILL")
+        row.operator("useg.segment_scene", icon="RESTRICT_SELECT_OFF", text="Selected").selected_only = True
         if props.active:
             row.operator("useg.cancel_job", icon="CANCEL", text="")
         settings = layout.column(align=True)

@@ -14,7 +14,7 @@ import dataclasses
 import queue
 
 import bpy
-from bpy.props import EnumProperty, IntProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty
 
 from .. import jobstate, runtime
 from . import modal
@@ -52,6 +52,9 @@ class USEG_OT_segment_scene(bpy.types.Operator):
     samples: IntProperty(name="Samples", default=0, min=0, max=4096, description="0: from the preferences")
     engine: EnumProperty(name="Engine", items=OPERATOR_ENGINE_ITEMS, default="PREFERENCES")
     iterations: IntProperty(name="Iterations", default=0, min=0, description="Training iterations; 0: the preset's")
+    selected_only: BoolProperty(name="Selected Only", default=False,
+                                description="Render and frame only the selected objects (and their children and "
+                                            "instanced collections); the others are hidden from the render meanwhile")
 
     @classmethod
     def poll(cls, context):
@@ -117,10 +120,40 @@ class USEG_OT_segment_scene(bpy.types.Operator):
             self.report({"WARNING"}, f"Segment Scene: {warning}")
         return options
 
+    def _hide_others(self, context) -> None:
+        """Selected Only: hide every other object of the view layer from the render (restored by :meth:`_restore`)."""
+        self._hidden = []
+        if not self.selected_only:
+            return
+        keep = set()
+        todo = list(context.selected_objects)
+        while todo:
+            o = todo.pop()
+            if o in keep:
+                continue
+            keep.add(o)
+            todo.extend(o.children)
+            if o.instance_type == "COLLECTION" and o.instance_collection is not None:
+                todo.extend(o.instance_collection.all_objects)
+        if not keep:
+            raise RuntimeError("Selected Only: nothing is selected")
+        for o in context.view_layer.objects:
+            if o not in keep and not o.hide_render and o.type != "CAMERA" and o.type != "LIGHT":
+                o.hide_render = True
+                self._hidden.append(o.name)
+
+    def _restore(self) -> None:
+        for name in getattr(self, "_hidden", ()):
+            o = bpy.data.objects.get(name)
+            if o is not None:
+                o.hide_render = False
+        self._hidden = []
+
     def _begin(self, context, config):
         from dataset_tools.render import render_views_steps
 
         self._scene = context.scene
+        self._hide_others(context)
         runtime.set_state(self._scene, jobstate.start_rendering(runtime.SESSION.state, config.n_train,
                                                                 plan=getattr(self, "_plan_value", None)))
         self._steps = render_views_steps(self._scene, config)
@@ -177,6 +210,7 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         except (DatasetError, RuntimeError, OSError) as e:
             return self._fail(e)
         finally:
+            self._restore()
             wm.progress_end()
         return self._submit(context, options)
 
@@ -195,12 +229,14 @@ class USEG_OT_segment_scene(bpy.types.Operator):
         try:
             self._begin(context, self._config)
         except (DatasetError, RuntimeError, OSError) as e:
+            self._restore()
             return self._fail(e)
         runtime.set_state(self._scene, jobstate.transition(runtime.SESSION.state, jobstate.Phase.RENDERING,
                                                            message="checking the server…"))
         return modal.start(self, context)
 
     def _end_modal(self, context) -> None:
+        self._restore()
         modal.end(self, context)
 
     def modal(self, context, event):

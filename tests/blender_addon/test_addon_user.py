@@ -248,3 +248,32 @@ def test_segments_on_a_joined_mesh_and_separate_mesh_by_segment(addon):
     assert sum(len(p.data.polygons) for p in parts) == len(joined.data.polygons)
     with pytest.raises(ValueError, match="same"):
         mesh_segments.vote(np.zeros((2, 3)), np.zeros((2, 2)), 1.0)
+
+
+def test_segment_selected_renders_and_frames_only_the_selection(addon):
+    from blender_addon import importer
+
+    scene, bpy, runtime = addon
+    layer = bpy.context.view_layer
+    chair = next(o for o in layer.objects if o.type == "MESH" and o.name.startswith("Table") and o.visible_get())
+    others = [o for o in layer.objects if o is not chair and not o.hide_render]
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    chair.select_set(True)
+    layer.objects.active = chair
+    assert bpy.ops.useg.segment_scene(iterations=5, selected_only=True) == {"FINISHED"}
+    assert all(not o.hide_render for o in others)  # restored after rendering
+    pump_until_idle(runtime)
+    obj = scene.ultrametric_seg.result_object
+    pts = importer.read_attribute(obj, "position")
+    kept = [o for o in (chair, *chair.children_recursive) if o.type == "MESH"]
+    corners = np.array([o.matrix_world @ v.co for o in kept for v in o.data.vertices])
+    lo, hi = corners.min(0), corners.max(0)
+    pad = 0.05 * float(np.linalg.norm(hi - lo))
+    inside = np.all((pts >= lo - pad) & (pts <= hi + pad), axis=1)
+    assert inside.mean() > 0.98, (inside.mean(), [o.name for o in kept])  # only the selection was rendered
+    for o in bpy.context.selected_objects:
+        o.select_set(False)
+    with pytest.raises(RuntimeError, match="nothing is selected"):
+        bpy.ops.useg.segment_scene(iterations=5, selected_only=True)
+    assert all(not o.hide_render for o in others)
