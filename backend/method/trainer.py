@@ -629,6 +629,16 @@ class Trainer:
         return np.concatenate(out, 0).astype(np.float32)
 
     @torch.no_grad()
+    def _render_pixels(self, uv: np.ndarray, K: np.ndarray, c2w: np.ndarray):
+        """Volume-render the rays through pixel positions ``uv`` [P, 2] (``nerf`` mode), in bounded chunks."""
+        o, dr, ps = camera_rays(uv, K, c2w)
+        dev = self.device
+        ray_chunk = max(64, self.cfg.render_chunk * 16 // max(self.cfg.num_samples, 1))
+        return render_rays_chunked(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(dr).to(dev),
+                                   chunk=ray_chunk, planar_scale=torch.from_numpy(ps).to(dev),
+                                   num_samples=self.cfg.num_samples, occupancy=self.occupancy,
+                                   background_rgb=self._bg_rgb)
+
     def render_view(self, c2w: np.ndarray, K: np.ndarray, h: int, w: int,
                     depth: np.ndarray | None = None) -> ViewRender:
         """Render a view (features always; rgb/depth from the NeRF in ``nerf`` mode).
@@ -657,13 +667,7 @@ class Trainer:
             return ViewRender(rgb=None, depth=np.where(fg, d, 0).reshape(h, w).astype(np.float32),
                               opacity=fg.reshape(h, w).astype(np.float32),
                               features=feats.reshape(h, w, dim).astype(np.float32))
-        o, dr, ps = camera_rays(uv, K, c2w)
-        dev = self.device
-        ray_chunk = max(64, self.cfg.render_chunk * 16 // max(self.cfg.num_samples, 1))
-        out = render_rays_chunked(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(dr).to(dev),
-                                  chunk=ray_chunk, planar_scale=torch.from_numpy(ps).to(dev),
-                                  num_samples=self.cfg.num_samples, occupancy=self.occupancy,
-                                  background_rgb=self._bg_rgb)
+        out = self._render_pixels(uv, K, c2w)
         self.field.train()
         opacity = out.opacity.float().cpu().numpy()
         dep = np.where(opacity > 0.5, out.depth.float().cpu().numpy(), 0.0)
@@ -716,13 +720,7 @@ class Trainer:
                 for i in range(0, h * w, block):
                     check()
                     part = np.arange(i, min(i + block, h * w))
-                    o, dr, ps = camera_rays(uv_of(part), K, c2w)
-                    dev = self.device
-                    ray_chunk = max(64, self.cfg.render_chunk * 16 // max(self.cfg.num_samples, 1))
-                    out = render_rays_chunked(self.field, torch.from_numpy(o).to(dev), torch.from_numpy(dr).to(dev),
-                                              chunk=ray_chunk, planar_scale=torch.from_numpy(ps).to(dev),
-                                              num_samples=self.cfg.num_samples, occupancy=self.occupancy,
-                                              background_rgb=self._bg_rgb)
+                    out = self._render_pixels(uv_of(part), K, c2w)
                     opacity = out.opacity.float().cpu().numpy()
                     dep = np.where(opacity > 0.5, out.depth.float().cpu().numpy(), 0.0).astype(np.float32)
                     fg = dep > 0
