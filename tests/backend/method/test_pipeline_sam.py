@@ -37,7 +37,7 @@ def sam_run(tiny_dataset, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sam_pipeline")
     ckpt = build_tiny_sam(0, tmp / "tiny_sam.pth")
     sam = SamConfig(checkpoint=ckpt, arch="tiny", device="cpu", points_per_side=6, points_per_batch=36,
-                    pred_iou_thresh=0.0, stability_score_thresh=0.0)
+                    pred_iou_thresh=0.0, stability_score_thresh=0.0, foreground_only=True)  # reads alpha, declared
     cfg = PipelineConfig(preset="cpu", iterations=20, geometry="depth", masks=MaskConfig(source="sam", sam=sam))
     run = tmp / "run"
     trainer, scene, masks = train_run(tiny_dataset, run, cfg)
@@ -54,6 +54,7 @@ def test_sam_masks_feed_training(sam_run):
     fg = scene.alpha >= 128
     assert not any((m & ~fg[i][None]).any() for i, m in enumerate(masks)), "masks are clipped to the foreground"
     assert len(list((run / "masks").glob("sam-*.npz"))) == 1, "SAM masks are cached in the run folder"
+    assert json.loads((run / "run.json").read_text())["ground_truth_read"]["masks"], "the alpha read is declared"
     _, recorded = read_run_info(run)
     assert recorded.masks.source == "sam" and recorded.masks.sam.points_per_side == 6
     assert trainer.step == 20 and (run / "checkpoint.pt").is_file()
