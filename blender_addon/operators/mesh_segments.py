@@ -8,7 +8,7 @@ from bpy.props import IntProperty
 
 from .. import importer, mesh_segments, runtime
 from ..properties import state_of
-from .separate_segments import result_object
+from .separate_segments import OnResult
 
 
 def target_meshes(context, result) -> list:
@@ -21,7 +21,7 @@ def target_meshes(context, result) -> list:
     return [o for o in context.scene.objects if o.type == "MESH" and o not in own and o.visible_get()]
 
 
-class USEG_OT_transfer_segments(bpy.types.Operator):
+class USEG_OT_transfer_segments(OnResult, bpy.types.Operator):
     """Give each face of the selected meshes (none selected: all visible meshes) the segment of its nearest
     result points at the current granularity (face attributes segment and segment_colour)"""
 
@@ -29,25 +29,16 @@ class USEG_OT_transfer_segments(bpy.types.Operator):
     bl_label = "Segments to Meshes"
     bl_options = {"REGISTER", "UNDO"}
 
-    @classmethod
-    def poll(cls, context):
-        if result_object(context) is None:
-            cls.poll_message_set("No segmentation result (run Segment Scene or Import Result)")
-            return False
-        return True
-
     def execute(self, context):
-        obj = result_object(context)
-        loaded = runtime.loaded_result(obj)
-        if loaded is None:
-            self.report({"ERROR"}, f"The result behind {obj.name!r} is no longer available; import it again")
+        found = self.current_cut(context)
+        if found is None:
             return {"CANCELLED"}
+        obj, _, c = found
         meshes = target_meshes(context, obj)
         if not meshes:
             self.report({"ERROR"}, "No mesh to transfer the segments to")
             return {"CANCELLED"}
         props = state_of(context.scene)
-        c = importer.result_cut(loaded.result, loaded.threshold(props.granularity))
         from backend.wire.tree_cut import point_colours
 
         radius = float(importer.read_attribute(obj, "radius")[0])

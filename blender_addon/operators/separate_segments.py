@@ -17,7 +17,29 @@ def result_object(context):
     return state_of(context.scene).result_object if context.scene is not None else None
 
 
-class USEG_OT_separate_segments(bpy.types.Operator):
+class OnResult:
+    """Mixin of the operators that act on an imported result at the current granularity: ``poll`` needs a result
+    object, :meth:`current_cut` gives the object, its loaded result and the cut (or reports why not)."""
+
+    @classmethod
+    def poll(cls, context):
+        if result_object(context) is None:
+            cls.poll_message_set("No segmentation result (run Segment Scene or Import Result)")
+            return False
+        return True
+
+    def current_cut(self, context):
+        """``(object, loaded result, cut)`` at the scene's granularity, or None after an error report."""
+        obj = result_object(context)
+        loaded = runtime.loaded_result(obj)
+        if loaded is None:
+            self.report({"ERROR"}, f"The result behind {obj.name!r} is no longer available; import it again")
+            return None
+        granularity = state_of(context.scene).granularity
+        return obj, loaded, importer.result_cut(loaded.result, loaded.threshold(granularity))
+
+
+class USEG_OT_separate_segments(OnResult, bpy.types.Operator):
     """Make one object per segment (the largest ones; the rest go together into one object)"""
 
     bl_idname = "useg.separate_segments"
@@ -30,21 +52,12 @@ class USEG_OT_separate_segments(bpy.types.Operator):
                             description="Skip segments with fewer points (their points join the rest); 0: the "
                                         "panel's Min Points")
 
-    @classmethod
-    def poll(cls, context):
-        if result_object(context) is None:
-            cls.poll_message_set("No segmentation result (run Segment Scene or Import Result)")
-            return False
-        return True
-
     def execute(self, context):
-        obj = result_object(context)
-        loaded = runtime.loaded_result(obj)
-        if loaded is None:
-            self.report({"ERROR"}, f"The result behind {obj.name!r} is no longer available; import it again")
+        found = self.current_cut(context)
+        if found is None:
             return {"CANCELLED"}
+        obj, _, c = found
         props = state_of(context.scene)
-        c = importer.result_cut(loaded.result, loaded.threshold(props.granularity))
         min_points = self.min_points or props.min_points
         made = importer.separate_segments(context.scene, obj, c, self.max_objects, props.coloured_segments,
                                           min_points)
