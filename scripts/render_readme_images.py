@@ -47,7 +47,7 @@ import bpy  # noqa: E402
 from mathutils import Vector  # noqa: E402
 
 from backend.wire import tree_cut  # noqa: E402
-from backend.wire.presets import DEFAULT_EXPORT_THRESHOLDS  # noqa: E402
+from backend.wire.presets import DEFAULT_EXPORT_THRESHOLDS, default_cut_index  # noqa: E402
 from blender_addon import importer  # noqa: E402
 from blender_addon.messages import ResultError, load_result_file  # noqa: E402
 
@@ -70,12 +70,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("result_dir", type=Path, help="folder with result.npz (or the file itself)")
     p.add_argument("blend", type=Path, help="the scene the result was computed from")
     p.add_argument("out_dir", type=Path, help="where the PNGs go")
-    p.add_argument("--fine", type=float, default=DEFAULT_EXPORT_THRESHOLDS[0],
-                   help=f"tree threshold of the fine cut (objects apart); default {DEFAULT_EXPORT_THRESHOLDS[0]:g} "
-                        "(the finest exported cut)")
-    p.add_argument("--coarse", type=float, default=DEFAULT_EXPORT_THRESHOLDS[2],
-                   help=f"tree threshold of the coarse cut (few segments); default {DEFAULT_EXPORT_THRESHOLDS[2]:g} "
-                        "(the middle exported cut)")
+    p.add_argument("--fine", type=float, default=None,
+                   help="tree threshold of the fine cut (objects apart); default: the exported cut the add-on "
+                        "opens on")
+    p.add_argument("--coarse", type=float, default=None,
+                   help="tree threshold of the coarse cut (few segments); default: the next exported cut")
     p.add_argument("--coloured", type=int, default=0,
                    help="largest segments given a colour, the rest grey (default 0: every segment of at "
                         "least 0.1%% of the points)")
@@ -237,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"cannot read the result: {e}") from None
     if not result.has_tree:
         raise SystemExit("the result has no tree (parents/altitudes); cannot cut at given thresholds")
+    cuts = [float(t) for t in result.thresholds] or list(DEFAULT_EXPORT_THRESHOLDS)
+    first = default_cut_index(len(cuts))
+    args.fine = cuts[first] if args.fine is None else args.fine
+    args.coarse = cuts[min(first + 1, len(cuts) - 1)] if args.coarse is None else args.coarse
     stem = args.stem or args.blend.stem
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="useg_readme_") as tmp:
