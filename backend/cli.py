@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--example", default="table_set", help="example scene (table_set, bookshelf, vehicle)")
     d.add_argument("--views", type=T.positive_int, default=32, help="training views (default %(default)s)")
     d.add_argument("--res", type=T.bounded(int, 8, 8192), default=128, help="image size (default %(default)s)")
-    d.add_argument("--masks", default="classical", help="mask source (classical, noisy-gt)")
+    d.add_argument("--masks", default="classical", help="mask source (classical, classical-colour, noisy-gt)")
     d.add_argument("--iterations", type=T.bounded(int, 1, 10_000_000), default=3000, help="training iterations (default %(default)s)")
     d.add_argument("--device", default="auto", type=T.device)
     d.add_argument("--quiet", action="store_true")

@@ -1,17 +1,17 @@
 """Quality benchmark of issue #12: does the lifted hierarchy beat its own input masks?
 
-Renders bundled example scenes (default: the demo's ``table_set`` and ``bookshelf``) with the dataset tools, trains
-the ``cpu`` preset from each mask source (default: ``classical`` and ``noisy-gt``) for each seed, evaluates with
-the honest evaluation (``backend.method.pipeline.evaluate_trained``: released Euclidean cuts + whole-tree sweep;
-depth-geometry runs in the exact-geometry protocol) and prints ONE table: input masks, ours-2D, ours-3D (+ whole-tree
-rows), optional ablations and variants, mean +- std over seeds, plus wall time.
+Renders bundled example scenes (default: the closed ``room``, the ``surroundings`` and the demo's ``table_set``) with
+the dataset tools, trains the ``cpu`` preset from each mask source (default: ``classical`` and ``noisy-gt``) for each
+seed, evaluates with the honest evaluation (``backend.method.pipeline.evaluate_trained``: released Euclidean cuts +
+whole-tree sweep; depth-geometry runs in the exact-geometry protocol) and prints ONE table: input masks, ours-2D,
+ours-3D (+ whole-tree rows) and what the user receives (object recall and largest segment share at the exported
+cuts), optional ablations and variants, mean +- std over seeds, plus wall time.
 
-SHRUNK to fit 30 minutes on 2 CPU cores: by default 16 train views + 4 val views at 96 px (the demo: 32 at 128 px),
-800 iterations (the demo: 3,000), VC at 10 degrees only. Figures are therefore lower than the demo's (the 2D field
-especially is under-trained); compare rows within one table, not with other tables. Use ``--views 32 --res 128
---iterations 3000`` for the demo's settings. Measured on an idle 2-core machine: 500 iterations train in ~50 s,
-one evaluation takes ~45 s (each --seg-variant ~30 s more), so the default 2 scenes x 2 mask sources x 3 seeds is
-about 12 x (80 + 45) s = 25 minutes; on a shared, loaded machine several times longer.
+Defaults are what a user gets: the add-on's render (32 train views + 4 val views at 200 px) and the preset's own
+iteration count (cpu: 1,500), VC at 10 degrees only. Measured on an idle 2-core machine: one scene, source and seed
+takes about a minute (render ~40 s once per scene, training ~40 s, evaluation ~15 s), so the default 3 scenes x 2
+sources x 3 seeds is about 20 minutes; on a shared, loaded machine several times longer. ``--views 16 --res 96
+--iterations 800`` is the shrunk setting of the previous rounds' tables.
 
 Variants (measured next to the baseline on the same data, seeds and evaluation):
   --train-variant NAME='{"reuse_negatives": true}'     TrainConfig overrides (dotted paths for nested fields); trains
@@ -58,6 +58,16 @@ def render(scene: str, out: Path, views: int, res: int) -> Path:
     return data
 
 
+def mask_config(source: str, settings: dict):
+    """MaskConfig for ``source`` with ``settings`` ({source field: {setting: value}}) applied."""
+    from backend.method.masks.base import MaskConfig
+
+    mc = MaskConfig(source=source)
+    for name, over in settings.items():
+        mc = dataclasses.replace(mc, **{name: dataclasses.replace(getattr(mc, name), **over)})
+    return mc
+
+
 def parse_variants(items: list[str]) -> dict[str, dict]:
     out = {}
     for item in items:
@@ -78,12 +88,12 @@ def load_results(path: Path) -> dict[tuple, dict]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_quality"))
-    ap.add_argument("--scenes", default="table_set,bookshelf")
+    ap.add_argument("--scenes", default="room,surroundings,table_set")
     ap.add_argument("--masks", default="classical,noisy-gt")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--views", type=int, default=16)
-    ap.add_argument("--res", type=int, default=96)
-    ap.add_argument("--iterations", type=int, default=800)
+    ap.add_argument("--views", type=int, default=32)
+    ap.add_argument("--res", type=int, default=200)
+    ap.add_argument("--iterations", type=int, default=None, help="training iterations (default: the preset's)")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--ablations", action="store_true")
     ap.add_argument("--ablation-masks", default=None, metavar="SOURCES",
@@ -92,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seg-variant", action="append", default=[], metavar="NAME=JSON")
     ap.add_argument("--base", default="{}", metavar="JSON", help="TrainConfig overrides applied to every run")
     ap.add_argument("--base-seg", default="{}", metavar="JSON", help="SegmentConfig overrides for every run")
+    ap.add_argument("--mask-settings", default="{}", metavar="JSON",
+                    help='settings of the mask sources for every run, e.g. \'{"classical": {"use_depth": true}}\' '
+                         '(MaskConfig fields; runs go to a folder of their own only when --out differs)')
     ap.add_argument("--no-whole-tree", action="store_true", help="leave the whole-tree rows out of the table")
     args = ap.parse_args(argv)
 
@@ -99,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend.method.config import Ablation, PipelineConfig
     from backend.method.evaluation import EvalConfig
-    from backend.method.masks.base import MaskConfig
     from backend.method.pipeline import evaluate_trained, load_trained, train_run
 
     torch.set_num_threads(2)
@@ -107,11 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     results_path = args.out / "results.jsonl"
     done = load_results(results_path)
     base_train, base_seg = json.loads(args.base), json.loads(args.base_seg)
+    mask_settings = json.loads(args.mask_settings)
     train_variants = {"base": {}} | parse_variants(args.train_variant)
     if args.ablations:
         train_variants["no-ultrametric"] = {"__ablation__": "ultrametric"}
         train_variants["no-hierarchical-sampling"] = {"__ablation__": "hierarchical_sampling"}
     seg_variants = parse_variants(args.seg_variant)
+    if args.iterations is None:
+        from backend.wire.presets import preset_iterations
+
+        args.iterations = preset_iterations(args.preset)
     start = time.monotonic()
     for scene in args.scenes.split(","):
         data = render(scene, args.out, args.views, args.res)
@@ -127,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                     if not todo:
                         continue
                     cfg = PipelineConfig(preset=args.preset, iterations=args.iterations, device="cpu", seed=seed,
-                                         masks=MaskConfig(source=source),
+                                         masks=mask_config(source, mask_settings),
                                          ablation=Ablation(**{ab: False}) if ab else Ablation(),
                                          train_overrides=base_train | over)
                     cfg = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, **base_seg))

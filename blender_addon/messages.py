@@ -65,6 +65,11 @@ def build_submit(rgba: np.ndarray, c2w: np.ndarray, K: np.ndarray, depth: np.nda
     return msg
 
 
+#: How a result's exported levels were chosen (``hierarchy.levels_chosen_by.rule``), as the Result panel says it.
+LEVEL_RULES = {"persistent": "read off the tree (from parts to the whole scene)", "fixed": "at fixed thresholds",
+               "requested": "at the requested thresholds"}
+
+
 class ResultError(ValueError):
     """A result lacks what the add-on needs (points) or is inconsistent."""
 
@@ -91,6 +96,16 @@ class SegmentationResult:
     @property
     def has_tree(self) -> bool:
         return self.parents is not None
+
+    def levels_note(self) -> str:
+        """One line for the Result panel: how many exported levels there are, how the server chose them (the
+        result's ``hierarchy.levels_chosen_by``) and which one the result opened on ('' without levels)."""
+        n = int(self.thresholds.size)
+        if not n:
+            return ""
+        info = (self.meta.get("hierarchy") or {}).get("levels_chosen_by") or {}
+        how = LEVEL_RULES.get(info.get("rule") if isinstance(info, dict) else None, "as sent")
+        return f"{n} levels {how}; opened at {presets.default_cut_index(n) + 1} of {n}"
 
     def default_threshold(self) -> float:
         """A middle threshold to show first: the median returned one, else the tree's median merge."""

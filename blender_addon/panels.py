@@ -73,6 +73,8 @@ class USEG_PT_result(_SidebarPanel, bpy.types.Panel):
         col.prop(props, "granularity", slider=True)
         col.prop(props, "coloured_segments")
         col.label(text=f"{props.segments} segments · threshold {props.threshold:.4g}")
+        for i, chunk in enumerate(_wrap(props.levels, 48)):
+            col.label(text=chunk, icon="OUTLINER" if i == 0 else "BLANK1")
         col.prop(props, "min_points")
         row = col.row(align=True)
         row.operator("useg.separate_segments", icon="OUTLINER_OB_POINTCLOUD")

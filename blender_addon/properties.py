@@ -53,6 +53,8 @@ class USEG_PG_state(bpy.types.PropertyGroup):
         description="The largest segments get distinct colours; the others are grey")
     threshold: FloatProperty(name="Threshold", default=0.0, description="Tree cut threshold of the granularity")
     segments: IntProperty(name="Segments", default=0, description="Segments at the current granularity")
+    levels: StringProperty(name="Levels", default="",
+                           description="How the server chose the result's exported levels, and which one opened")
 
     # Segment Scene's settings for this scene (0 / "From Preferences": the add-on preferences' defaults)
     preset: EnumProperty(

@@ -259,6 +259,7 @@ def show_result(scene, result: SegmentationResult, path: str, name: str = "Segme
         props.granularity = loaded.granularity(t)
         props.threshold = t
         props.segments = c.n_segments
+        props.levels = result.levels_note()
     finally:
         SESSION.updating = False
     SESSION.result_object = obj.name

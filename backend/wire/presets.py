@@ -84,7 +84,10 @@ def preset_iterations(name: str) -> int:
 
 #: 2D mask sources a job may ask for (``noisy-gt``, an evaluation aid that reads ground truth, is CLI-only).
 MASK_SOURCES: tuple[Choice, ...] = (
-    Choice("classical", "Classical", "Multi-level watershed masks computed on the server; needs no weights"),
+    Choice("classical", "Classical", "Multi-level watershed masks computed on the server from colour, and from depth "
+           "jumps and surface creases when the scene carries depth (a Blender render always does); needs no weights"),
+    Choice("classical-colour", "Classical (colour only)", "The same watershed masks from colour alone, as SAM "
+           "sees an image (the default before depth was used); needs no weights"),
     Choice("sam", "SAM", "Segment Anything automatic masks (the server needs a checkpoint)"),
     Choice("given", "Given", "Masks sent with the scene"),
 )

@@ -92,6 +92,17 @@ def test_parse_result_checks_the_tree_and_file_round_trip(tmp_path):
         M.load_result_file(tmp_path / "missing")
 
 
+def test_levels_note_says_how_the_levels_were_chosen():
+    pts = np.zeros((4, 3), np.float32)
+    labels = np.array([[0, 1, 2, 3], [0, 0, 1, 1], [0, 0, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]], np.int32)
+    arrays = {"points": pts, "labels": labels, "thresholds": np.array([0.1, 0.2, 0.3, 0.4, 0.5], np.float32)}
+    tree = M.parse_result(arrays, {"hierarchy": {"levels_chosen_by": {"rule": "persistent"}}})
+    assert tree.levels_note() == "5 levels read off the tree (from parts to the whole scene); opened at 3 of 5"
+    assert tree.default_threshold() == pytest.approx(0.3), "the note names the level the result opens on"
+    assert "fixed thresholds" in M.parse_result(arrays, {"hierarchy": {"levels_chosen_by": {"rule": "fixed"}}}).levels_note()
+    assert M.parse_result(arrays, {}).levels_note().endswith("levels as sent; opened at 3 of 5")
+
+
 def test_bpy_free_modules_import_neither_bpy_nor_torch():
     import subprocess
     import sys

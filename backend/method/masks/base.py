@@ -44,9 +44,14 @@ Progress = Callable[[int, int], None]
 #: ``provider(scene, source_config, data_dir, split, progress) -> list of bool [M_i, H, W]``.
 Provider = Callable[[Scene, object, "Path | None", str, "Progress | None"], list]
 
-#: Mask sources by name; the settings of source ``s`` are ``MaskConfig.<s with '-' -> '_'>``.
+#: Sources that share another source's settings (``classical-colour`` is ``classical`` reading colour alone).
+SETTINGS_OF: dict[str, str] = {"classical-colour": "classical"}
+
+#: Mask sources by name; the settings of source ``s`` are ``MaskConfig.<s with '-' -> '_'>`` (or those of
+#: ``SETTINGS_OF[s]``).
 PROVIDERS: dict[str, Provider] = {
     "classical": classical.masks_for_scene,
+    "classical-colour": classical.colour_masks_for_scene,
     "sam": sam.masks_for_scene,
     "given": given.masks_for_scene,
     "noisy-gt": noisy_gt.masks_for_scene,
@@ -72,7 +77,7 @@ class MaskConfig:
         """The settings dataclass of the selected source."""
         if self.source not in PROVIDERS:
             raise MaskSourceError(f"unknown mask source {self.source!r}; choose one of {sorted(PROVIDERS)}")
-        return getattr(self, self.source.replace("-", "_"))
+        return getattr(self, SETTINGS_OF.get(self.source, self.source).replace("-", "_"))
 
     def ground_truth_read(self, geometry: str | None = None) -> list[str]:
         """What the source reads beyond the posed colour images, stated next to every figure: ``[]`` for a
@@ -83,9 +88,10 @@ class MaskConfig:
         and clips its masks to the alpha foreground)."""
         if self.source == "noisy-gt":
             return ["ground-truth ids and hierarchy"]
-        if self.source == "classical":
+        if self.source in ("classical", "classical-colour"):
             c = self.classical
-            depth = c.use_depth is True or (c.use_depth is None and geometry == "depth")
+            depth = self.source == "classical" and (c.use_depth is True or (c.use_depth is None
+                                                                             and geometry == "depth"))
             return [name for name, on in (("alpha foreground", c.use_alpha),
                                           ("rendered depth (jumps and normal creases)", depth)) if on]
         if self.source == "given":
@@ -97,8 +103,9 @@ class MaskConfig:
     def reads(self) -> set[str]:
         """Which scene channels beyond colour the source reads: a subset of ``{"alpha", "depth"}``."""
         out = set()
-        if self.source == "classical":
+        if self.source in ("classical", "classical-colour"):
             out |= {"alpha"} if self.classical.use_alpha else set()
+        if self.source == "classical":
             out |= {"depth"} if self.classical.use_depth is True else set()
         if self.source == "sam" and self.sam.foreground_only:
             out.add("alpha")

@@ -29,7 +29,7 @@ collection ~0.57, scene 0.99.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -51,14 +51,14 @@ class ClassicalConfig:
     """Weight of the L* difference relative to a*/b* in the colour gradient (< 1 discounts shading)."""
     smoothing_sigma: float = 0.0
     """Gaussian blur (pixels) of the Lab image before the gradient; 0 = none (sharpest boundaries)."""
-    use_depth: bool | None = False
-    """Add depth discontinuities and normal creases (from the depth) to the colour gradient. ``False`` (default):
-    colour alone, like SAM; ``None``: when the scene carries depth, i.e. in exact geometry where Blender gives
-    every predictor its rendered depth (a run in nerf geometry never has it: its scene is stripped of undeclared
-    depth); ``True``: always, declared as reading the rendered depth (run.json, eval.md). Measured
-    (docs/quality.md): the masks' best IoU with the objects rises by 12-15 points on the table set and the room,
-    and the lifted 3D result on the room by about 5 NC points, but on the table set it falls by 6 (3 seeds), so
-    colour alone stays the default until that is understood."""
+    use_depth: bool | None = None
+    """Add depth discontinuities and normal creases (from the depth) to the colour gradient. ``None`` (default):
+    when the scene carries depth, i.e. in exact geometry where Blender gives every predictor its rendered depth (a
+    run in nerf geometry never has it: its scene is stripped of undeclared depth), declared in run.json and
+    eval.md; ``True``: always (declared); ``False``: colour alone, as SAM sees an image (the mask source
+    ``classical-colour``). Measured at 200 px (docs/quality.md, issue 22): with ``max_masks`` 20 the lifted 3D
+    result rises from 48.9 to 72.4 NC_mean on the closed room and from 62.9 to 71.5 on the surroundings, and falls
+    from 68.6 to 63.7 on the table set (seed 0; 3 seeds in docs/quality.md)."""
     use_alpha: bool = False
     """Restrict the masks to the alpha foreground and add it as a mask (off by default: the foreground is
     the scene level's ground truth; on, run.json and eval.md record that the masks saw it)."""
@@ -79,8 +79,13 @@ class ClassicalConfig:
     """Drop masks smaller than this fraction of the image (0.1 % = 40 px at 200x200)."""
     dedupe_iou: float = 0.9
     """Drop a mask whose IoU with the next kept mask containing it exceeds this."""
-    max_masks: int = 120
-    """At most this many masks per image besides the whole foreground (the most persistent)."""
+    max_masks: int = 20
+    """At most this many masks per image besides the whole foreground (the most persistent). Every mask gets the
+    same number of training pairs (Algorithm 1), so on large textured surfaces (a floor, a wall in a noisy render)
+    a long tail of weakly persistent fragments, which differ from view to view, dominates the loss and the field
+    learns them as structure. Measured at 200 px with depth (docs/quality.md): lifted 3D NC_mean on the closed
+    room 66.8 (120 masks), 72.2 (40), 72.4 (20), 63.7 (10); surroundings 61.3, 66.9, 71.5; table set 68.9,
+    66.8, 63.7. The input masks themselves score higher with more masks (a point-prompted user picks one)."""
     foreground_alpha: int = 128
     """Pixels with alpha below this (0-255) are background, in no mask; 128 drops the anti-aliased halo
     (a render's id pass labels a pixel by its centre), 1 keeps every pixel with alpha > 0."""
@@ -257,6 +262,12 @@ def classical_masks(rgb: np.ndarray, alpha: np.ndarray | None = None, depth: np.
     masks, sizes = masks[keep], sizes[keep]
     masks = masks[np.argsort(-sizes, kind="stable")]
     return np.concatenate([fg[None], masks], 0)
+
+
+def colour_masks_for_scene(scene: Scene, config: ClassicalConfig, data_dir: Path | None = None, split: str = "train",
+                           progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+    """The ``classical-colour`` source: :func:`masks_for_scene` from colour alone (``use_depth=False``)."""
+    return masks_for_scene(scene, replace(config, use_depth=False), data_dir, split, progress)
 
 
 def masks_for_scene(scene: Scene, config: ClassicalConfig, data_dir: Path | None = None, split: str = "train",

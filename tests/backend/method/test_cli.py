@@ -92,5 +92,6 @@ def test_demo_runs_end_to_end_at_a_tiny_size(tmp_path):
     rows = report["rows"]
     assert set(rows) == {"input masks (2D)", "ours-2D", "ours-3D", "ours-2D (whole tree)", "ours-3D (whole tree)"}
     assert 0.0 < rows["ours-3D"]["NC_mean"] <= 1.0
-    assert report["info"]["mask source"].startswith("classical (colour only")
+    assert report["info"]["mask source"] == "classical (read: rendered depth (jumps and normal creases))", \
+        "the demo's depth-geometry run declares that its masks read the rendered depth"
     assert len(report["nc_curves"]["ours-3D"]) == 50

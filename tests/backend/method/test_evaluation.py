@@ -79,7 +79,8 @@ def test_eval_thresholds_are_the_released_euclidean_cuts():
 
 def test_mask_sources_say_which_ground_truth_they_read():
     assert MaskConfig(source="noisy-gt").ground_truth_read()
-    assert MaskConfig(source="classical").ground_truth_read("depth") == []
+    assert MaskConfig(source="classical-colour").ground_truth_read("depth") == []
+    assert MaskConfig(source="classical").ground_truth_read("depth"), "the default reads the exact depth it is given"
     auto = MaskConfig(source="classical", classical=ClassicalConfig(use_depth=None))
     assert auto.ground_truth_read("nerf") == [] and auto.ground_truth_read("depth"), "exact geometry: depth read"
     with_alpha = MaskConfig(source="classical", classical=ClassicalConfig(use_alpha=True, use_depth=True))

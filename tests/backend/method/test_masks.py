@@ -113,7 +113,7 @@ def test_classical_splits_at_depth_discontinuities():
     assert best_iou(with_depth, left) > 0.99 and best_iou(with_depth, ~left) > 0.99
     flat = classical_masks(rgb, None, depth, ClassicalConfig(use_depth=False))  # colour only
     assert best_iou(flat, left) < 0.9
-    assert best_iou(classical_masks(rgb, None, depth), left) < 0.9  # the default reads colour only
+    assert best_iou(classical_masks(rgb, None, depth), left) > 0.99  # the default reads the depth it is given
     auto = classical_masks(rgb, None, depth, ClassicalConfig(use_depth=None))  # auto: depth when given
     assert best_iou(auto, left) > 0.99 and best_iou(classical_masks(rgb, None, None, ClassicalConfig(use_depth=None)), left) < 0.9
 
@@ -372,3 +372,22 @@ def test_detect_arch():
     assert detect_arch(Path("SAM-ViT-B.pt")) == "vit_b"
     with pytest.raises(MaskSourceError, match="masks.sam.arch"):
         detect_arch(Path("model.pth"))
+
+
+def test_classical_colour_source_reads_colour_only():
+    """``classical-colour`` is the classical source with the depth left out, whatever its settings say; it
+    declares no depth, and ``classical`` declares it in depth geometry."""
+    from backend.core.scene import Scene
+
+    rgb = np.full((1, 40, 40, 3), 128, np.uint8)
+    depth = np.full((1, 40, 40), 2.0, np.float32)
+    depth[:, :, 20:] = 3.0
+    K = np.array([[[40.0, 0, 20], [0, 40.0, 20], [0, 0, 1]]])
+    scene = Scene(rgb=rgb, c2w=np.eye(4)[None].repeat(1, 0), K=K, depth=depth, names=["v0"])
+    left = np.zeros((40, 40), bool)
+    left[:, :20] = True
+    forced = MaskConfig(source="classical-colour", classical=ClassicalConfig(use_depth=True))
+    assert best_iou(make_masks(scene, forced)[0], left) < 0.9
+    assert best_iou(make_masks(scene, MaskConfig(source="classical"))[0], left) > 0.99
+    assert forced.ground_truth_read("depth") == [] and forced.reads() == set()
+    assert MaskConfig(source="classical").ground_truth_read("depth") and not MaskConfig().ground_truth_read("nerf")
