@@ -42,4 +42,8 @@ def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | N
     if pts.shape[0] == 0:
         raise ValueError("every point was removed as an outlier: the depth maps are too sparse for "
                          f"outlier_radius={cfg.outlier_radius}")
-    return PointCloud(points=pts, colors=col, features=feat)
+    # Open3D's voxel hash map hands the voxels back in an order that changes from run to run (threads); the
+    # subsampling and the tree downstream depend on the order, so the cloud is put in one canonical order
+    # (by z, then y, then x): the same views and features give the same cloud, tree and labels every run.
+    order = np.lexsort(pts.T)
+    return PointCloud(points=pts[order], colors=col[order], features=None if feat is None else feat[order])

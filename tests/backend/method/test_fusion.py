@@ -62,3 +62,17 @@ def test_voxel_is_raised_to_the_feature_cell_only_when_asked_and_only_upwards():
     assert got.pointcloud.outlier_radius >= 2 * CELL and got.segment.propagate_max_distance >= CELL
     fine = 1.0 / 2048  # a grid whose cell is finer than the 2e-3 voxel: nothing changes
     assert adapt_to_resolution(on, scene, fine).pointcloud.voxel_size == base.pointcloud.voxel_size
+
+
+def test_fusion_gives_the_same_cloud_every_run():
+    """Open3D's voxel hash map returns voxels in a thread-dependent order; the fused cloud must not depend on it
+    (the subsampling to max_points and the tree downstream read the order)."""
+    rng = np.random.default_rng(3)
+    points = rng.uniform(0, 0.5, (300_000, 3)).astype(np.float32)
+    colors = rng.integers(0, 255, (300_000, 3), dtype=np.uint8)
+    features = rng.normal(size=(300_000, 8)).astype(np.float32)
+    runs = [fuse_points(points, colors, features) for _ in range(3)]
+    for other in runs[1:]:
+        assert np.array_equal(runs[0].points, other.points) and np.array_equal(runs[0].features, other.features)
+        assert np.array_equal(runs[0].colors, other.colors)
+    assert np.all(np.diff(runs[0].points[:, 2]) >= 0), "canonical order: by z first"
