@@ -148,6 +148,59 @@ def single_linkage_tree(num_vertices: int, src: np.ndarray, dst: np.ndarray,
     return SingleLinkageTree(np.asarray(tree.parents(), np.int64), np.asarray(alt, np.float64), n, emap)
 
 
+def average_linkage_tree(num_vertices: int, src: np.ndarray, dst: np.ndarray,
+                         weights: np.ndarray) -> SingleLinkageTree:
+    """Graph-constrained average-linkage tree (a departure from Sec. 4.2's single linkage, for the 3D step):
+    regions joined by an edge merge in order of the MEAN length of all edges between them, and the merge's altitude
+    is that mean. A few short edges (points in the band where the field changes from one object's feature to its
+    neighbour's) no longer decide when two touching objects merge; all their contact edges do. Cuts still give
+    nested segments at a feature-distance threshold. Components of the graph are joined under ``+inf`` nodes as in
+    :func:`single_linkage_tree`. Built with ``higra.binary_partition_tree_average_linkage``; ``mst_edge_map`` is
+    None (no bottleneck edges: the training's ultrametric stays single linkage).
+
+    Shape: as :func:`single_linkage_tree`. Complexity: O(E log E).
+
+    >>> t = average_linkage_tree(3, np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.1, 0.2, 0.6]))
+    >>> t.altitudes.round(3).tolist()   # {0, 1} at 0.1, then {0, 1} + {2} at the mean of 0.2 and 0.6
+    [0.0, 0.0, 0.0, 0.1, 0.4]
+    """
+    n = int(num_vertices)
+    if n < 1:
+        raise TreeInputError(f"num_vertices must be >= 1, got {n}")
+    src = np.asarray(src, dtype=np.int64).ravel()
+    dst = np.asarray(dst, dtype=np.int64).ravel()
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if not (src.shape == dst.shape == w.shape):
+        raise TreeInputError(f"src, dst, weights must have equal length, got {src.shape}, {dst.shape}, {w.shape}")
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
+        raise TreeInputError(f"edge endpoints must lie in [0, {n})")
+    if not np.isfinite(w).all():
+        raise TreeInputError("edge weights must be finite")
+    w = np.maximum(w, 0.0)
+    if n == 1:
+        return SingleLinkageTree(np.zeros(1, np.int64), np.zeros(1), 1)
+    ncomp, comp = component_labels(n, src, dst)
+    if ncomp > 1:
+        _, reps = np.unique(comp, return_index=True)
+        src = np.concatenate([src, np.full(ncomp - 1, reps[0], np.int64)])
+        dst = np.concatenate([dst, reps[1:].astype(np.int64)])
+        w = np.concatenate([w, np.full(ncomp - 1, np.inf)])
+    graph = hg.UndirectedGraph(n)
+    graph.add_edges(src, dst)
+    tree, alt = hg.binary_partition_tree_average_linkage(graph, w)
+    parents = np.asarray(tree.parents(), np.int64)
+    alt = np.asarray(alt, np.float64).copy()
+    alt[:n] = 0.0
+    # average linkage is monotone, but the float means can dip by an ulp below a child's: lift such parents
+    # (children come before their parent, so one pass in index order settles every chain)
+    bad = np.flatnonzero(alt[parents[:-1]] < alt[:-1])
+    if bad.size:
+        for i in range(int(bad.min()), len(alt) - 1):
+            if alt[parents[i]] < alt[i]:
+                alt[parents[i]] = alt[i]
+    return SingleLinkageTree(parents, alt, n)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Node attributes (computed once per tree, cached on it)
 

@@ -30,6 +30,9 @@ def default_thresholds() -> np.ndarray:
     return np.round(np.linspace(0.01, 0.50, 50), 4)
 
 
+LINKAGES = ("single", "average")
+"""How the 3D tree merges segments (:attr:`SegmentConfig.linkage`)."""
+
 EXPORT_LEVELS = ("persistent", "fixed")
 """How exported cuts are chosen (:attr:`SegmentConfig.export_levels`)."""
 
@@ -78,6 +81,11 @@ class SegmentConfig:
     """Segments with fewer points at a cut are noise (-1, HDBSCAN's rule); novel-view pixels then take the vote
     of the nearest *labelled* points. 0 = off (only the ``max_segments`` rule applies)."""
 
+    linkage: str = "single"
+    """How the 3D tree merges segments: ``single`` (Sec. 4.2: at the shortest edge between them, the minimax
+    ultrametric of the feature graph) or ``average`` (at the mean length of all edges between them,
+    :func:`backend.core.linkage_tree.average_linkage_tree`: a few band points where two touching objects meet
+    cannot chain them). Cuts give nested segments either way."""
     background_segment: bool = True
     """Label a view's empty pixels (depth 0: no surface behind the pixel) as ONE segment of their own at every cut
     (id ``N``, the cloud's point count, never a point's label), as the 2D inference does with the field's
@@ -90,6 +98,8 @@ class SegmentConfig:
     pixels near them take the vote of the nearest labelled points. 0 = off."""
 
     def __post_init__(self) -> None:
+        if self.linkage not in LINKAGES:
+            raise ValueError(f"linkage must be one of {LINKAGES}, got {self.linkage!r}")
         if self.export_levels not in EXPORT_LEVELS:
             raise ValueError(f"export_levels must be one of {EXPORT_LEVELS}, got {self.export_levels!r}")
         if self.export_count < 1 or not 0.0 <= self.significant_share < 1.0:
@@ -155,7 +165,8 @@ def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None,
         min_cluster = max(min_cluster, 2)  # the dropped points are singletons: noise
     w = mutual_reachability(len(cloud), src, dst, w, cfg.min_samples)
     check()
-    tree = linkage_tree.single_linkage_tree(len(cloud), src, dst, w)
+    build = linkage_tree.average_linkage_tree if cfg.linkage == "average" else linkage_tree.single_linkage_tree
+    tree = build(len(cloud), src, dst, w)
     return Segmentation3D(cloud=cloud, tree=tree, min_cluster_size=min_cluster)
 
 

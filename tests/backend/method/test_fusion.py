@@ -33,11 +33,11 @@ def plate_on_table(n: int = 60_000, seed: int = 0):
     return points, features, r
 
 
-def plate_apart(voxel: float, threshold: float) -> bool:
+def plate_apart(voxel: float, threshold: float, linkage: str = "single") -> bool:
     points, features, _ = plate_on_table()
     cloud = fuse_points(points, np.zeros((len(points), 3), np.uint8), features,
                         PointCloudConfig(voxel_size=voxel, outlier_radius=max(4e-3, 2 * voxel)))
-    labels = segment_point_cloud(cloud, SegmentConfig()).labels([threshold])[0]
+    labels = segment_point_cloud(cloud, SegmentConfig(linkage=linkage)).labels([threshold])[0]
     r = np.linalg.norm(cloud.points[:, :2], axis=1)
     inside, outside = labels[r < 0.08], labels[r > 0.12]
     return bool(np.bincount(inside[inside >= 0]).argmax() != np.bincount(outside[outside >= 0]).argmax())
@@ -49,6 +49,20 @@ def test_points_denser_than_the_feature_cell_chain_touching_objects():
     apart, a band point halfway between is 0.29 from either)."""
     assert not plate_apart(2e-3, 0.01)
     assert plate_apart(CELL, 0.01) and plate_apart(CELL, 0.05)
+
+
+def test_average_linkage_keeps_the_plate_apart_at_the_paper_voxel():
+    """The same dense cloud: single linkage chains the plate into the table at every fine cut; average linkage
+    (all contact edges decide, not the shortest) keeps it apart, and neither object falls apart (one segment each
+    inside and outside the band)."""
+    assert not plate_apart(2e-3, 0.01) and not plate_apart(2e-3, 0.05)
+    assert plate_apart(2e-3, 0.01, "average") and plate_apart(2e-3, 0.05, "average")
+    points, features, _ = plate_on_table()
+    cloud = fuse_points(points, np.zeros((len(points), 3), np.uint8), features, PointCloudConfig())
+    labels = segment_point_cloud(cloud, SegmentConfig(linkage="average")).labels([0.05])[0]
+    r = np.linalg.norm(cloud.points[:, :2], axis=1)
+    for part in (r < 0.08, (r > 0.12) & (np.abs(cloud.points[:, :2]).max(1) < 0.28)):
+        assert len(np.unique(labels[part])) == 1
 
 
 def test_voxel_is_raised_to_the_feature_cell_only_when_asked_and_only_upwards():
