@@ -122,6 +122,34 @@ def normalisation(c2w: np.ndarray, bounds: np.ndarray | None = None, radius: flo
     return offset.astype(np.float32), float(scale)
 
 
+#: The unit box holds the framed content's box grown this many times about its centre (and no more of the scene).
+FRAME_GROWTH = 2.0
+
+
+def unit_box_bounds(scene_bounds: np.ndarray, frame_bounds: np.ndarray | None,
+                    growth: float = FRAME_GROWTH) -> np.ndarray:
+    """The bounds ([2, 3] min/max, world units) the unit box is fitted to: everything that renders
+    (``scene_bounds``) cut to ``growth`` times the box of what the cameras are framed on (``frame_bounds``: the
+    content without backdrops and enclosing structure), about its centre. A 100 m ground plane under a 2 m
+    bedroom would otherwise make the box 100 m wide and the feature grid's cells 1.5 m; surfaces beyond the cut
+    still get features (positions are clamped to the box), they only share the outermost cells.
+
+    >>> unit_box_bounds(np.array([[-50.0, -50, -0.2], [50, 50, 2]]), np.array([[-1.0, -1, 0], [1, 1, 1.6]])).tolist()
+    [[-2.0, -2.0, -0.2], [2.0, 2.0, 2.0]]
+    >>> unit_box_bounds(np.array([[-3.0, -2, 0], [3, 2, 2.7]]), np.array([[-2.5, -1.5, 0], [2.5, 1.5, 1.8]])).tolist()
+    [[-3.0, -2.0, 0.0], [3.0, 2.0, 2.7]]
+    """
+    sb = np.asarray(scene_bounds, np.float64)
+    if frame_bounds is None:
+        return sb
+    fb = np.asarray(frame_bounds, np.float64)
+    centre, half = fb.mean(axis=0), 0.5 * (fb[1] - fb[0]) * float(growth)
+    lo, hi = np.maximum(sb[0], centre - half), np.minimum(sb[1], centre + half)
+    if np.any(hi <= lo):  # the frame lies outside what renders (inconsistent metadata): keep the scene's box
+        return sb
+    return np.stack([lo, hi])
+
+
 def normalise(scene: Scene, offset: np.ndarray, scale: float) -> Scene:
     """Apply ``normalised = (world - offset) * scale`` to poses and depth (intrinsics unchanged)."""
     c2w = scene.c2w.astype(np.float32).copy()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.core.scene import Scene, SceneError, normalisation, normalise
+from backend.core.scene import Scene, SceneError, normalisation, normalise, unit_box_bounds
 
 
 class DataError(ValueError):
@@ -106,10 +106,14 @@ def scene_normalisation(folder: Path) -> tuple[np.ndarray, float]:
     meta_path = folder / "meta.json"
     bounds = None
     if meta_path.is_file():
-        bounds = _read_json(meta_path).get("scene_bounds")
+        meta = _read_json(meta_path)
+        if meta.get("scene_bounds") is not None:
+            frame = meta.get("frame_bounds")
+            bounds = unit_box_bounds(np.asarray(meta["scene_bounds"], np.float64),
+                                     None if frame is None else np.asarray(frame, np.float64))
     train = _read_json(folder / "transforms_train.json")
     c2w = np.array([f["transform_matrix"] for f in train["frames"]], np.float64)
-    return normalisation(c2w, None if bounds is None else np.asarray(bounds, np.float64))
+    return normalisation(c2w, bounds)
 
 
 def load_scene(folder: str | Path, split: str = "train", transforms: str | None = None,

@@ -256,3 +256,18 @@ def test_cli_frame_names_and_errors(tmp_path):
     meta = json.loads((tmp_path / "ok" / "meta.json").read_text())
     assert meta["settings"]["frame"] == ["Cup0", "Ball"]
     np.testing.assert_allclose(meta["frame_bounds"], [[-0.08, -0.03, 0.76], [0.3, 0.15, 0.92]], atol=1e-6)
+
+
+def test_the_unit_box_fits_the_framed_content_not_the_floor(desk_renders):
+    """The backend fits its unit box (and so its feature grid) to twice the framed content's box, cut to what
+    renders: the 6 m floor under the 1 m desk no longer sets the box (everything framed: it still does)."""
+    from backend.method.data import scene_normalisation
+
+    for key in ("auto", "all"):
+        meta = json.loads((desk_renders[key] / "meta.json").read_text())
+        fb, sb = np.array(meta["frame_bounds"]), np.array(meta["scene_bounds"])
+        _, scale = scene_normalisation(desk_renders[key])
+        want = np.minimum(2.0 * (fb[1] - fb[0]), sb[1] - sb[0]).max()
+        assert 1.0 / scale == pytest.approx(want, rel=1e-5), key
+    _, scale = scene_normalisation(desk_renders["auto"])
+    assert 1.0 / scale < 0.5 * 6.0, "the box is set by the desk, not by the 6 m floor"
