@@ -56,9 +56,9 @@ class ClassicalConfig:
     when the scene carries depth, i.e. in exact geometry where Blender gives every predictor its rendered depth (a
     run in nerf geometry never has it: its scene is stripped of undeclared depth), declared in run.json and
     eval.md; ``True``: always (declared); ``False``: colour alone, as SAM sees an image (the mask source
-    ``classical-colour``). Measured at 200 px (docs/quality.md, issue 22): with ``max_masks`` 20 the lifted 3D
-    result rises from 48.9 to 72.4 NC_mean on the closed room and from 62.9 to 71.5 on the surroundings, and falls
-    from 68.6 to 63.7 on the table set (seed 0; 3 seeds in docs/quality.md)."""
+    ``classical-colour``). Measured at 200 px (docs/quality.md, issue 22, 3 seeds): with ``max_masks`` 20 the
+    lifted 3D result rises from 49.9 to 66.7 NC_mean on the closed room (colour alone with 120 masks) and from
+    62.1 to 71.0 on the surroundings, and falls from 69.3 to 64.5 on the table set."""
     use_alpha: bool = False
     """Restrict the masks to the alpha foreground and add it as a mask (off by default: the foreground is
     the scene level's ground truth; on, run.json and eval.md record that the masks saw it)."""
@@ -83,7 +83,7 @@ class ClassicalConfig:
     """At most this many masks per image besides the whole foreground (the most persistent). Every mask gets the
     same number of training pairs (Algorithm 1), so on large textured surfaces (a floor, a wall in a noisy render)
     a long tail of weakly persistent fragments, which differ from view to view, dominates the loss and the field
-    learns them as structure. Measured at 200 px with depth (docs/quality.md): lifted 3D NC_mean on the closed
+    learns them as structure. Measured at 200 px with depth (docs/quality.md, seed 0): lifted 3D NC_mean on the closed
     room 66.8 (120 masks), 72.2 (40), 72.4 (20), 63.7 (10); surroundings 61.3, 66.9, 71.5; table set 68.9,
     66.8, 63.7. The input masks themselves score higher with more masks (a point-prompted user picks one)."""
     foreground_alpha: int = 128
