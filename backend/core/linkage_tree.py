@@ -195,7 +195,7 @@ def average_linkage_tree(num_vertices: int, src: np.ndarray, dst: np.ndarray,
     # (children come before their parent, so one pass in index order settles every chain)
     bad = np.flatnonzero(alt[parents[:-1]] < alt[:-1])
     if bad.size:
-        for i in range(int(bad.min()), len(alt) - 1):
+        for i in range(int(bad[0]), len(alt) - 1):  # flatnonzero is sorted
             if alt[parents[i]] < alt[i]:
                 alt[parents[i]] = alt[i]
     return SingleLinkageTree(parents, alt, n)
