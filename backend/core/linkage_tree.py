@@ -98,6 +98,38 @@ class SingleLinkageTree:
 # Tree construction
 
 
+def _checked_graph(num_vertices: int, src, dst, weights) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """``(n, src, dst, w)`` as int64 / float64 arrays, checked (:class:`TreeInputError`); ``w`` clipped at 0 (rounding
+    of ``1 - cos`` can give -1e-16; altitudes start at 0, the leaves)."""
+    n = int(num_vertices)
+    if n < 1:
+        raise TreeInputError(f"num_vertices must be >= 1, got {n}")
+    src = np.asarray(src, dtype=np.int64).ravel()
+    dst = np.asarray(dst, dtype=np.int64).ravel()
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if not (src.shape == dst.shape == w.shape):
+        raise TreeInputError(f"src, dst, weights must have equal length, got {src.shape}, {dst.shape}, {w.shape}")
+    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
+        raise TreeInputError(f"edge endpoints must lie in [0, {n})")
+    if not np.isfinite(w).all():
+        raise TreeInputError("edge weights must be finite")
+    if w.size and w.min() < -1e-5:
+        raise TreeInputError(f"edge weights are distances and must be >= 0, got {w.min()}")
+    return n, src, dst, np.maximum(w, 0.0)
+
+
+def _joined_components(n: int, src: np.ndarray, dst: np.ndarray,
+                       w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The edges with one ``+inf`` edge appended per extra connected component (its representative joined to
+    component 0's), so every tree builder gets a connected graph and no finite cut crosses the joins."""
+    ncomp, comp = component_labels(n, src, dst)
+    if ncomp == 1:
+        return src, dst, w
+    _, reps = np.unique(comp, return_index=True)
+    return (np.concatenate([src, np.full(ncomp - 1, reps[0], np.int64)]),
+            np.concatenate([dst, reps[1:].astype(np.int64)]), np.concatenate([w, np.full(ncomp - 1, np.inf)]))
+
+
 def single_linkage_tree(num_vertices: int, src: np.ndarray, dst: np.ndarray,
                         weights: np.ndarray) -> SingleLinkageTree:
     """Single-linkage tree (canonical binary partition tree of the minimum spanning forest) of a weighted graph.
@@ -114,32 +146,13 @@ def single_linkage_tree(num_vertices: int, src: np.ndarray, dst: np.ndarray,
     >>> t.parents.tolist(), t.altitudes.tolist()
     ([4, 3, 3, 4, 4], [0.0, 0.0, 0.0, 0.2, 0.5])
     """
-    n = int(num_vertices)
-    if n < 1:
-        raise TreeInputError(f"num_vertices must be >= 1, got {n}")
-    src = np.asarray(src, dtype=np.int64).ravel()
-    dst = np.asarray(dst, dtype=np.int64).ravel()
-    w = np.asarray(weights, dtype=np.float64).ravel()
-    if not (src.shape == dst.shape == w.shape):
-        raise TreeInputError(f"src, dst, weights must have equal length, got {src.shape}, {dst.shape}, {w.shape}")
-    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
-        raise TreeInputError(f"edge endpoints must lie in [0, {n})")
-    if not np.isfinite(w).all():
-        raise TreeInputError("edge weights must be finite")
-    if w.size and w.min() < -1e-5:
-        raise TreeInputError(f"edge weights are distances and must be >= 0, got {w.min()}")
-    w = np.maximum(w, 0.0)  # rounding of 1 - cos can give -1e-16; altitudes start at 0 (the leaves)
+    n, src, dst, w = _checked_graph(num_vertices, src, dst, weights)
     if n == 1:
         return SingleLinkageTree(np.zeros(1, np.int64), np.zeros(1), 1, np.zeros(0, np.int64))
     m = src.size
     order = np.argsort(w, kind="stable")  # ties by edge index, as Higra
-    ncomp, comp = component_labels(n, src, dst)
-    if ncomp > 1:  # one representative per component, joined to component 0's by +inf edges (sorted last)
-        _, reps = np.unique(comp, return_index=True)
-        src = np.concatenate([src, np.full(ncomp - 1, reps[0], np.int64)])
-        dst = np.concatenate([dst, reps[1:].astype(np.int64)])
-        w = np.concatenate([w, np.full(ncomp - 1, np.inf)])
-        order = np.concatenate([order, np.arange(m, m + ncomp - 1)])
+    src, dst, w = _joined_components(n, src, dst, w)
+    order = np.concatenate([order, np.arange(m, src.size)])  # the +inf joins sort last
     graph = hg.UndirectedGraph(n)
     graph.add_edges(src, dst)
     tree, alt = hg.bpt_canonical(graph, w, sorted_edge_indices=order, compute_mst=False)
@@ -164,27 +177,10 @@ def average_linkage_tree(num_vertices: int, src: np.ndarray, dst: np.ndarray,
     >>> t.altitudes.round(3).tolist()   # {0, 1} at 0.1, then {0, 1} + {2} at the mean of 0.2 and 0.6
     [0.0, 0.0, 0.0, 0.1, 0.4]
     """
-    n = int(num_vertices)
-    if n < 1:
-        raise TreeInputError(f"num_vertices must be >= 1, got {n}")
-    src = np.asarray(src, dtype=np.int64).ravel()
-    dst = np.asarray(dst, dtype=np.int64).ravel()
-    w = np.asarray(weights, dtype=np.float64).ravel()
-    if not (src.shape == dst.shape == w.shape):
-        raise TreeInputError(f"src, dst, weights must have equal length, got {src.shape}, {dst.shape}, {w.shape}")
-    if src.size and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n):
-        raise TreeInputError(f"edge endpoints must lie in [0, {n})")
-    if not np.isfinite(w).all():
-        raise TreeInputError("edge weights must be finite")
-    w = np.maximum(w, 0.0)
+    n, src, dst, w = _checked_graph(num_vertices, src, dst, weights)
     if n == 1:
         return SingleLinkageTree(np.zeros(1, np.int64), np.zeros(1), 1)
-    ncomp, comp = component_labels(n, src, dst)
-    if ncomp > 1:
-        _, reps = np.unique(comp, return_index=True)
-        src = np.concatenate([src, np.full(ncomp - 1, reps[0], np.int64)])
-        dst = np.concatenate([dst, reps[1:].astype(np.int64)])
-        w = np.concatenate([w, np.full(ncomp - 1, np.inf)])
+    src, dst, w = _joined_components(n, src, dst, w)
     graph = hg.UndirectedGraph(n)
     graph.add_edges(src, dst)
     tree, alt = hg.binary_partition_tree_average_linkage(graph, w)
