@@ -18,8 +18,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from backend.core import linkage_tree
-from backend.core.graphs import (connect_components, core_distances, feature_distances, grid_graph_4, knn_graph,
-                                  mutual_reachability)
+from backend.core.graphs import (connect_components, core_distances, crease_edges, crease_lengths, feature_distances,
+                                  grid_graph_4, knn_graph, mutual_reachability, point_normals)
 from backend.core.geometry import unproject_depth
 from backend.core.pointcloud import PointCloud
 from backend.wire import presets
@@ -97,7 +97,23 @@ class SegmentConfig:
     out of the tree, so they cannot chain two objects at fine cuts; they are noise (-1) in the cloud and novel-view
     pixels near them take the vote of the nearest labelled points. 0 = off."""
 
+    crease_angle: float = 30.0
+    """Geometry-aware edges (a departure from Sec. 4.2, which weighs edges by feature distance alone): a kNN edge
+    whose end points' surface normals (:func:`backend.core.graphs.point_normals`) differ by more than this many
+    degrees crosses a fold of the surface and costs the median length of such edges on top of its feature distance
+    (:func:`backend.core.graphs.crease_lengths`). Objects in contact meet at a fold (a cup on a table, a sofa on
+    the floor, a shelf against a wall), and the few contact edges where the field blends their features no longer
+    chain them at fine cuts. 0 = off (the paper). Measured (docs/quality.md, 3 seeds at 200 px, classical masks):
+    ours-3D NC_mean +5.5 on the closed room, +0.9 on the surroundings, +0.3 on the table set (20 degrees:
+    +4.6 / +2.0 / +1.1)."""
+    crease_cost: float | None = None
+    """The cost of crossing a fold (1 - cos units); None = the median feature distance of the fold edges."""
+
     def __post_init__(self) -> None:
+        if not 0.0 <= self.crease_angle < 90.0:
+            raise ValueError(f"crease_angle must be in [0, 90) degrees, got {self.crease_angle}")
+        if self.crease_cost is not None and not (np.isfinite(self.crease_cost) and self.crease_cost >= 0):
+            raise ValueError(f"crease_cost must be None or a finite number >= 0, got {self.crease_cost}")
         if self.linkage not in LINKAGES:
             raise ValueError(f"linkage must be one of {LINKAGES}, got {self.linkage!r}")
         if self.export_levels not in EXPORT_LEVELS:
@@ -156,6 +172,10 @@ def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None,
     check()
     w = feature_distances(cloud.features, src, dst)
     check()
+    if cfg.crease_angle > 0:
+        folds = crease_edges(point_normals(cloud.points, cfg.knn), src, dst, cfg.crease_angle)
+        w = crease_lengths(w, folds, cfg.crease_cost)
+        check()
     min_cluster = cfg.min_cluster_size
     if cfg.boundary_fraction > 0:
         spread = core_distances(len(cloud), src, dst, w, max(cfg.knn // 2, 1))

@@ -4,6 +4,7 @@ propagation, hierarchy export."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from backend.core import graphs, segment
 from backend.core.pointcloud import PointCloud
@@ -105,3 +106,35 @@ def test_background_segment_and_boundary_filter():
     assert (lab == len(pts)).all()
     off = SegmentConfig(background_segment=False)
     assert (segment.view_labels(seg, seg.labels([0.05]), depth, K, c2w, off) == -1).all()
+
+
+def test_point_normals_and_folds_of_a_box_corner():
+    """PCA normals: a plane's points get its normal (either sign); edges between two faces of a box are folds,
+    edges inside a face are not; a gentle curve (a 2 m radius arc sampled every cm) has no folds."""
+    from backend.core.graphs import crease_edges, crease_lengths, knn_graph, point_normals
+
+    g = np.linspace(0.0, 1.0, 21)
+    floor = np.array([[x, y, 0.0] for x in g for y in g])
+    wall = np.array([[x, 0.0, z] for x in g for z in g[1:]])
+    pts = np.concatenate([floor, wall])
+    n = point_normals(pts, k=8)
+    far_floor = floor[:, 1] > 0.2
+    assert np.allclose(np.abs(n[:len(floor)][far_floor, 2]), 1.0, atol=1e-6)
+    assert np.allclose(np.abs(n[len(floor):][wall[:, 2] > 0.2, 1]), 1.0, atol=1e-6)
+    src, dst = knn_graph(pts, k=8)
+    folds = crease_edges(n, src, dst, 30.0)
+    y, z = pts[:, 1], pts[:, 2]
+    near_corner = (np.maximum(y[src], z[src]) < 0.15) & (np.maximum(y[dst], z[dst]) < 0.15)
+    assert folds.any() and not folds[~near_corner].any()
+    t = np.linspace(0, 0.5, 51)
+    arc = np.c_[2 * np.sin(t), 2 - 2 * np.cos(t), np.zeros_like(t)]
+    arc = np.concatenate([arc + [0, 0, dz] for dz in (0.0, 0.01, 0.02)])
+    s2, d2 = knn_graph(arc, k=6)
+    assert not crease_edges(point_normals(arc, k=6), s2, d2, 30.0).any()
+    w = np.array([0.1, 0.2, 0.3])
+    assert crease_lengths(w, np.zeros(3, bool)).tolist() == w.tolist()
+    assert crease_lengths(w, np.array([True, False, True]), cost=1.0).tolist() == [1.1, 0.2, 1.3]
+    with pytest.raises(ValueError, match="crease_angle"):
+        SegmentConfig(crease_angle=90)
+    with pytest.raises(ValueError, match="crease_cost"):
+        SegmentConfig(crease_angle=30, crease_cost=-1)
