@@ -5,7 +5,8 @@ PAPER.md "Inference / 3D": fuse the training views' points and features, build a
 novel views by the mode of their k = 5 nearest labelled points. The paper evaluates 50 thresholds
 (0.01-0.50) and reports ~5 s per granularity for 10 views.
 
-- ours: point cloud + fusion, kNN graph + ONE single-linkage tree, 50 cuts of it
+- ours: point cloud + fusion, kNN graph (with the default fold cost: point normals, ``SegmentConfig.crease_angle``)
+  + ONE single-linkage tree, 50 cuts of it
   (:meth:`backend.core.segment.Segmentation3D.labels`), then each view's depth is unprojected and ONE kNN query
   labels it at all 50 thresholds (:func:`backend.core.segment.view_labels`);
 - reference (the released code's approach): the same fused cloud and kNN graph, then per threshold a separate
