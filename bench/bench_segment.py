@@ -5,11 +5,11 @@ PAPER.md "Inference / 3D": fuse the training views' points and features, build a
 novel views by the mode of their k = 5 nearest labelled points. The paper evaluates 50 thresholds
 (0.01-0.50) and reports ~5 s per granularity for 10 views.
 
-- ours: point cloud + fusion, kNN graph (with the default fold cost: point normals, ``SegmentConfig.crease_angle``)
-  + ONE single-linkage tree, 50 cuts of it
+- ours: point cloud + fusion, kNN graph + ONE single-linkage tree, 50 cuts of it
   (:meth:`backend.core.segment.Segmentation3D.labels`), then each view's depth is unprojected and ONE kNN query
   labels it at all 50 thresholds (:func:`backend.core.segment.view_labels`);
-- reference (the released code's approach): the same fused cloud and kNN graph, then per threshold a separate
+- reference (the released code's approach): the same fused cloud and kNN graph (both with the default fold cost:
+  point normals, ``SegmentConfig.crease_angle``), then per threshold a separate
   scipy ``connected_components`` on the thresholded graph (200 largest kept) and, per threshold and view, a
   fresh KD-tree over the labelled points and a query (:func:`backend.core.segment.propagate_labels`).
 
@@ -89,12 +89,17 @@ def reference(cloud, views, thresholds, cfg, clock: Clock):
 
     from backend.core import linkage_tree, segment
     from backend.core.geometry import unproject_depth
-    from backend.core.graphs import connect_components, feature_distances, knn_graph
+    from backend.core.graphs import (connect_components, crease_edges, crease_lengths, feature_distances, knn_graph,
+                                      point_normals)
 
-    def graph():
+    def graph():  # the same edge lengths as ours (the fold cost included), so the partitions can be compared
         src, dst = knn_graph(cloud.points, k=cfg.segment.knn)
         src, dst = connect_components(cloud.points, src, dst, min_size=max(int(0.002 * len(cloud)), 2))
-        return src, dst, feature_distances(cloud.features, src, dst)
+        w = feature_distances(cloud.features, src, dst)
+        if cfg.segment.crease_angle > 0:
+            folds = crease_edges(point_normals(cloud.points, cfg.segment.knn), src, dst, cfg.segment.crease_angle)
+            w = crease_lengths(w, folds, cfg.segment.crease_cost)
+        return src, dst, w
 
     src, dst, w = clock.time("kNN graph", graph)
     n = len(cloud)
