@@ -343,6 +343,7 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
     thr = np.asarray(result.arrays[ResultArrays.THRESHOLDS])
     tables = exports.colour_tables(labels)
     sweep = sweep_thresholds(seg)
+    distance = "1 - cos, plus the cost of a fold" if cfg.segment.crease_angle > 0 else "feature distance 1 - cos"
     for k, i in enumerate(np.linspace(0, scene.num_views - 1, min(views, scene.num_views)).round().astype(int)):
         stem = Path(scene.names[i]).stem if scene.names else f"view_{i}"
         r = trainer.render_view(scene.c2w[i], scene.K[i], scene.height, scene.width,
@@ -355,14 +356,14 @@ def segment_run(run: Path, thresholds=None, out: Path | None = None, data: Path 
         pca = pca_image(r.features, r.depth > 0)
         pca[~(r.depth > 0)] = exports.BACKGROUND
         sheet = exports.view_sheet(rgb, pca, lab, thr, tables,
-                                   f"{stem}: cuts of the feature distance 1 - cos, fine to coarse "
+                                   f"{stem}: cuts of the tree distance ({distance}), fine to coarse "
                                    "(colours follow the tree)")
         exports.save_png(sheet, vdir / f"{stem}_sheet.png")
         if k == 0 and len(sweep):
             cloud = seg.labels(sweep, max_segments=cfg.segment.max_segments)
             maps = view_labels(seg, cloud, depth, scene.K[i], scene.c2w[i], cfg.segment)
             exports.write_sweep(rgb, maps, sweep, exports.colour_tables(cloud), out,
-                                f"{stem}: granularity sweep, fine to coarse (t: feature distance 1 - cos)")
+                                f"{stem}: granularity sweep, fine to coarse (t: {distance})")
     return out
 
 
