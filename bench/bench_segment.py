@@ -89,17 +89,12 @@ def reference(cloud, views, thresholds, cfg, clock: Clock):
 
     from backend.core import linkage_tree, segment
     from backend.core.geometry import unproject_depth
-    from backend.core.graphs import (connect_components, crease_edges, crease_lengths, feature_distances, knn_graph,
-                                      point_normals)
+    from backend.core.graphs import connect_components, knn_graph
 
     def graph():  # the same edge lengths as ours (the fold cost included), so the partitions can be compared
         src, dst = knn_graph(cloud.points, k=cfg.segment.knn)
         src, dst = connect_components(cloud.points, src, dst, min_size=max(int(0.002 * len(cloud)), 2))
-        w = feature_distances(cloud.features, src, dst)
-        if cfg.segment.crease_angle > 0:
-            folds = crease_edges(point_normals(cloud.points, cfg.segment.knn), src, dst, cfg.segment.crease_angle)
-            w = crease_lengths(w, folds, cfg.segment.crease_cost)
-        return src, dst, w
+        return src, dst, segment.edge_lengths(cloud, src, dst, cfg.segment)
 
     src, dst, w = clock.time("kNN graph", graph)
     n = len(cloud)

@@ -254,7 +254,8 @@ def point_normals(points: np.ndarray, k: int = 16, block: int = 65536) -> np.nda
     tree = cKDTree(p)
     for i in range(0, n, block):
         _, nb = tree.query(p[i:i + block], k=k)
-        x = p[nb] - p[nb].mean(axis=1, keepdims=True)
+        x = p[nb]
+        x -= x.mean(axis=1, keepdims=True)
         _, vec = np.linalg.eigh(np.einsum("nki,nkj->nij", x, x))
         out[i:i + block] = vec[:, :, 0]  # eigh sorts ascending: the first axis is the normal
     return out
@@ -274,10 +275,11 @@ def crease_edges(normals: np.ndarray, src: np.ndarray, dst: np.ndarray, angle_de
 def crease_lengths(w: np.ndarray, crease: np.ndarray, cost: float | None = None) -> np.ndarray:
     """Edge lengths with a geometric cost added where the surface folds: ``w + c`` on crease edges, ``w``
     elsewhere, with ``c = cost``, or when None the median ``w`` of the crease edges (scale-free: a fold costs one
-    typical step across a fold). Two objects in contact meet at a fold; in the field their features blend over about a grid cell, so a
-    few of their contact edges are as short as edges inside an object and single linkage chains them there. With
-    the cost, surfaces that meet at a fold merge after the smooth surfaces they are made of, in the order of their
-    feature distance; faces of one object (feature distance ~0) still merge before two objects do.
+    typical step across a fold). Two objects in contact meet at a fold; in the field their features blend over
+    about a grid cell, so a few of their contact edges are as short as edges inside an object and single linkage
+    chains them there. With the cost, surfaces that meet at a fold merge after the smooth surfaces they are made
+    of, in the order of their feature distance; faces of one object (feature distance ~0) still merge before two
+    objects do.
 
     Shape: ``w`` float [E], ``crease`` bool [E] -> float64 [E].
 

@@ -149,6 +149,18 @@ class Segmentation3D:
         return lab
 
 
+def edge_lengths(cloud: PointCloud, src: np.ndarray, dst: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
+    """Lengths of the 3D graph's edges: the feature distance ``1 - cos`` (Sec. 4.2), plus the fold cost of
+    :attr:`SegmentConfig.crease_angle` on edges across a fold of the surface. float64 [E]."""
+    if cloud.features is None:
+        raise ValueError("the point cloud has no features to segment")
+    w = feature_distances(cloud.features, src, dst)
+    if cfg.crease_angle > 0:
+        folds = crease_edges(point_normals(cloud.points, cfg.knn), src, dst, cfg.crease_angle)
+        w = crease_lengths(w, folds, cfg.crease_cost)
+    return w
+
+
 def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None,
                         should_stop: Callable[[], bool] | None = None) -> Segmentation3D:
     """Build the kNN graph (sizeable components bridged) and its single-linkage tree once.
@@ -170,12 +182,8 @@ def segment_point_cloud(cloud: PointCloud, cfg: SegmentConfig | None = None,
     # merge; debris under 0.2% of the points stays apart.
     src, dst = connect_components(cloud.points, src, dst, min_size=max(int(cfg.bridge_min_fraction * len(cloud)), 2))
     check()
-    w = feature_distances(cloud.features, src, dst)
+    w = edge_lengths(cloud, src, dst, cfg)
     check()
-    if cfg.crease_angle > 0:
-        folds = crease_edges(point_normals(cloud.points, cfg.knn), src, dst, cfg.crease_angle)
-        w = crease_lengths(w, folds, cfg.crease_cost)
-        check()
     min_cluster = cfg.min_cluster_size
     if cfg.boundary_fraction > 0:
         spread = core_distances(len(cloud), src, dst, w, max(cfg.knn // 2, 1))
