@@ -1,7 +1,8 @@
 """Segmentation at inference (Sec. 4.2 of the paper): 2D from a rendered feature map, 3D from a fused feature
 point cloud; one single-linkage tree each, cuts at any threshold; labels carried to novel views.
 
-3D: kNN graph (k = 16) with feature-distance (1 - cosine) edges; the
+3D: kNN graph (k = 16) with feature-distance (1 - cosine) edges, plus a fold cost on edges across a fold of
+the surface (:func:`edge_lengths`; a departure from Sec. 4.2, on by default); the
 connected components of edges shorter than ``t`` are the segments at granularity ``t``; the N = 200
 largest are kept. All thresholds come from ONE tree (the components of all thresholds form one
 single-linkage dendrogram). Novel views are labelled by the mode of the k = 5 nearest labelled
