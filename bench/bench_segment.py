@@ -25,7 +25,6 @@ Goal (issue 7): all 50 thresholds for 10 views under 2 s on GPU machines.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
@@ -59,16 +58,10 @@ class Clock:
 
 
 def fused_cloud(trainer, scene, cfg):
-    """The feature point cloud of all training views, fused (as ``backend.method.pipeline.segment_field``)."""
-    from backend.method.fusion import fuse_points
+    """The feature point cloud of all training views, fused as ``backend.method.pipeline.segment_field`` does."""
+    from backend.method.pipeline import adapt_to_resolution, feature_cell, fused_cloud as pipeline_cloud
 
-    points, features, colors = trainer.feature_points(list(range(scene.num_views)))
-    cloud = fuse_points(points, colors, features, cfg.pointcloud)
-    if len(cloud) > cfg.max_points:
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(cloud), cfg.max_points, replace=False))
-        cloud = dataclasses.replace(cloud, points=cloud.points[keep], colors=cloud.colors[keep],
-                                    features=cloud.features[keep])
-    return cloud
+    return pipeline_cloud(trainer, scene, adapt_to_resolution(cfg, scene, feature_cell(trainer)))
 
 
 def ours(cloud, views, thresholds, cfg, clock: Clock):

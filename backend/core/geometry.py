@@ -99,6 +99,18 @@ def project(points: np.ndarray, K: np.ndarray, c2w: np.ndarray) -> tuple[np.ndar
     return np.stack([u, v], axis=-1), z
 
 
+def directions_to(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Unit vectors from each point towards ``centre`` (e.g. the camera that saw it), float32 [N, 3]; zero for a
+    point at the centre.
+
+    >>> directions_to(np.array([[0, 0, -2.0]]), np.zeros(3)).tolist()
+    [[0.0, 0.0, 1.0]]
+    """
+    d = np.asarray(centre, np.float64)[None, :] - np.asarray(points, np.float64)
+    n = np.linalg.norm(d, axis=1, keepdims=True)
+    return np.where(n > 0, d / np.maximum(n, 1e-300), 0.0).astype(np.float32)
+
+
 def uv_to_pixel(uv: np.ndarray, h: int, w: int) -> np.ndarray:
     """Flat index ``i * w + j`` of the pixel containing each ``uv`` (``j = floor(u)``, ``i = floor(v)``), -1 outside.
 

@@ -27,11 +27,22 @@ class PointCloudConfig:
 
 @dataclass
 class PointCloud:
-    """``points`` float32 [N,3] (normalised units), ``colors`` uint8 [N,3], ``features`` float32 [N,D] or None."""
+    """``points`` float32 [N,3] (normalised units), ``colors`` uint8 [N,3], ``features`` float32 [N,D] or None,
+    ``view_dirs`` float32 [N,3] or None: the mean unit vector from each point towards the cameras it was seen from
+    (orients the surface normals for the concave-fold test of :class:`backend.core.segment.SegmentConfig`)."""
 
     points: np.ndarray
     colors: np.ndarray
     features: np.ndarray | None = None
+    view_dirs: np.ndarray | None = None
+
+    def subset(self, keep: np.ndarray) -> "PointCloud":
+        """The points at indices (or mask) ``keep``, every per-point array alike."""
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[keep]
+
+        return PointCloud(points=self.points[keep], colors=self.colors[keep], features=pick(self.features),
+                          view_dirs=pick(self.view_dirs))
 
     def __len__(self) -> int:
         return int(self.points.shape[0])

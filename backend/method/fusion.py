@@ -12,11 +12,12 @@ from backend.core.pointcloud import PointCloud, PointCloudConfig
 
 
 def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | None,
-                cfg: PointCloudConfig | None = None) -> PointCloud:
-    """Voxel-downsample then remove radius outliers, carrying colours and features.
+                cfg: PointCloudConfig | None = None, view_dirs: np.ndarray | None = None) -> PointCloud:
+    """Voxel-downsample then remove radius outliers, carrying colours, features and view directions.
 
-    Shapes: ``points`` [N,3], ``colors`` uint8 [N,3], ``features`` [N,D] (or None). Features are
-    averaged per voxel and re-normalised to unit length (they are compared by cosine distance).
+    Shapes: ``points`` [N,3], ``colors`` uint8 [N,3], ``features`` [N,D] (or None), ``view_dirs`` [N,3] (or None:
+    each point's unit vector towards the camera whose pixel it came from). Features and view directions are
+    averaged per voxel and re-normalised to unit length.
     """
     import open3d as o3d
 
@@ -28,6 +29,10 @@ def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | N
     pcd.point.colors = o3d.core.Tensor(np.ascontiguousarray(colors, np.float32) / 255.0)
     if features is not None:
         pcd.point.features = o3d.core.Tensor(np.ascontiguousarray(features, np.float32))
+    if view_dirs is not None:
+        if np.shape(view_dirs) != np.shape(points):
+            raise ValueError(f"view_dirs must be [N, 3] like the points, got {np.shape(view_dirs)}")
+        pcd.point.view_dirs = o3d.core.Tensor(np.ascontiguousarray(view_dirs, np.float32))
     if cfg.voxel_size > 0:
         pcd = pcd.voxel_down_sample(cfg.voxel_size)
     if cfg.outlier_radius > 0 and cfg.outlier_min_neighbours > 0:
@@ -39,6 +44,10 @@ def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | N
     if features is not None:
         feat = pcd.point.features.numpy().astype(np.float32)
         feat /= np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-8)
+    dirs = None
+    if view_dirs is not None:
+        dirs = pcd.point.view_dirs.numpy().astype(np.float32)
+        dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-8)
     if pts.shape[0] == 0:
         raise ValueError("every point was removed as an outlier: the depth maps are too sparse for "
                          f"outlier_radius={cfg.outlier_radius}")
@@ -46,4 +55,4 @@ def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | N
     # subsampling and the tree downstream depend on the order, so the cloud is put in one canonical order
     # (by z, then y, then x): the same views and features give the same cloud, tree and labels every run.
     order = np.lexsort(pts.T)
-    return PointCloud(points=pts[order], colors=col[order], features=None if feat is None else feat[order])
+    return PointCloud(points=pts, colors=col, features=feat, view_dirs=dirs).subset(order)

@@ -30,11 +30,12 @@ from backend.method.config import (
 )
 from backend.method.data import DataError, load_scene
 from backend.core.export_metrics import ExportReport
-from backend.core.geometry import unproject_depth
+from backend.core.geometry import directions_to, unproject_depth
 from backend.method.masks.base import make_masks
 from backend.method.fusion import fuse_points
 from backend.wire.files import atomic_path, write_json_atomic
 from backend.wire.protocol import JobResult, ProgressEvent, ResultArrays
+from backend.core.pointcloud import PointCloud
 from backend.core.scene import Scene, normalisation, normalise
 from backend.core.segment import (SegmentConfig, Segmentation3D, export_labels, export_levels_info, export_thresholds,
                                   segment_hierarchy, segment_point_cloud)
@@ -145,15 +146,12 @@ def feature_cell(trainer) -> float:
     return 2.0 * fc.bound / fc.feature_grid.max_resolution
 
 
-def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress | None = None,
-                  should_stop: ShouldStop | None = None) -> Segmentation3D:
-    """Fuse the training views' surface points and features into a cloud and build its single-linkage tree.
-    Each view is subsampled to ``2 * max_points / views`` points before fusion (memory bounded by the settings,
-    not the image size); ``should_stop()`` is checked between views, before fusion and between the tree's steps
-    (raises ``InterruptedError``)."""
-    if progress is not None:
-        progress(ProgressEvent(stage="segmentation", step=0, total=3, message="feature point cloud"))
-    cfg = adapt_to_resolution(cfg, scene, feature_cell(trainer))
+def fused_cloud(trainer, scene: Scene, cfg: PipelineConfig, should_stop: ShouldStop | None = None) -> PointCloud:
+    """The feature point cloud of Sec. 4.2: the training views' surface points with their features, colours and
+    view directions (unit vectors to the view's camera), fused (:func:`backend.method.fusion.fuse_points`) and
+    subsampled to ``cfg.max_points``. Each view is subsampled to ``2 * max_points / views`` points before fusion
+    (memory bounded by the settings, not the image size); ``cfg`` must already be adapted to the resolution
+    (:func:`adapt_to_resolution`)."""
     per_view = max(1, -(-2 * cfg.max_points // max(scene.num_views, 1)))
     rng = np.random.default_rng(cfg.seed)
     parts = []
@@ -163,17 +161,28 @@ def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress
         def sample(n: int) -> np.ndarray | None:  # the same draw as subsampling the view's full point set
             return np.sort(rng.choice(n, per_view, replace=False)) if n > per_view else None
 
-        parts.append(trainer.sampled_feature_points(v, sample, should_stop))
-    points, features, colors = (np.concatenate([x[i] for x in parts], 0) for i in range(3))
+        pts, feats, cols = trainer.sampled_feature_points(v, sample, should_stop)
+        parts.append((pts, feats, cols, directions_to(pts, trainer.scene.c2w[v][:3, 3])))
+    points, features, colors, dirs = (np.concatenate([x[i] for x in parts], 0) for i in range(4))
     del parts
     if should_stop is not None and should_stop():
         raise InterruptedError("cancelled during segmentation")
-    cloud = fuse_points(points, colors, features, cfg.pointcloud)
-    del points, features, colors
+    cloud = fuse_points(points, colors, features, cfg.pointcloud, view_dirs=dirs)
     if len(cloud) > cfg.max_points:
-        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(cloud), cfg.max_points, replace=False))
-        cloud = dataclasses.replace(cloud, points=cloud.points[keep], colors=cloud.colors[keep],
-                                    features=cloud.features[keep])
+        cloud = cloud.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(cloud), cfg.max_points,
+                                                                            replace=False)))
+    return cloud
+
+
+def segment_field(trainer, scene: Scene, cfg: PipelineConfig, progress: Progress | None = None,
+                  should_stop: ShouldStop | None = None) -> Segmentation3D:
+    """Fuse the training views' surface points and features into a cloud (:func:`fused_cloud`) and build its
+    single-linkage tree. ``should_stop()`` is checked between views, before fusion and between the tree's steps
+    (raises ``InterruptedError``)."""
+    if progress is not None:
+        progress(ProgressEvent(stage="segmentation", step=0, total=3, message="feature point cloud"))
+    cfg = adapt_to_resolution(cfg, scene, feature_cell(trainer))
+    cloud = fused_cloud(trainer, scene, cfg, should_stop)
     if progress is not None:
         progress(ProgressEvent(stage="segmentation", step=1, total=3, message=f"tree over {len(cloud)} points"))
     seg = segment_point_cloud(cloud, cfg.segment, should_stop=should_stop)

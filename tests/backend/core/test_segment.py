@@ -108,6 +108,48 @@ def test_background_segment_and_boundary_filter():
     assert (segment.view_labels(seg, seg.labels([0.05]), depth, K, c2w, off) == -1).all()
 
 
+def fillet(radius: float, concave: bool, steps: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A floor (z = 0, x < 0) turning up into a wall (x = radius, z > radius) through a quarter-circle fillet, three
+    rows deep in y; ``concave=False`` mirrors it into a box's rounded top edge (turning down). Points every
+    ~radius/20 and their exact outward normals."""
+    t = np.linspace(0.0, np.pi / 2, steps)
+    arc = np.c_[radius * np.sin(t), radius * (1 - np.cos(t))]           # from the floor up to the wall
+    nrm = np.c_[-np.sin(t), np.cos(t)]                                  # out of the surface, into the room
+    flat = np.c_[np.linspace(-0.5, -radius / steps, 30), np.zeros(30)]
+    up = np.c_[np.full(30, radius), np.linspace(radius + radius / steps, radius + 0.5, 30)]
+    xz = np.concatenate([flat, arc, up])
+    n_xz = np.concatenate([np.tile([0.0, 1.0], (30, 1)), nrm, np.tile([-1.0, 0.0], (30, 1))])
+    if not concave:  # mirrored in z: a top face rounding down into a side; outward normals (sin t, cos t)
+        xz[:, 1] *= -1
+        n_xz[:, 0] *= -1
+    rows = [np.c_[xz[:, 0], np.full(len(xz), y), xz[:, 1]] for y in (0.0, 0.01, 0.02)]
+    normals = np.tile(np.c_[n_xz[:, 0], np.zeros(len(xz)), n_xz[:, 1]], (3, 1))
+    return np.concatenate(rows), normals
+
+
+def test_concave_edges_catch_a_gradual_contact_and_spare_a_rounded_edge():
+    """A floor meeting a wall through a fillet turns ~2 degrees per edge: no edge reaches the 30-degree fold test,
+    so only the concave test at a few degrees catches it; the same fillet turned convex (a box's rounded edge) is
+    never a concave fold. Normals oriented by the direction to a camera (flipped ones are put right)."""
+    from backend.core.graphs import concave_edges, crease_edges, knn_graph, orient_normals
+
+    for concave in (True, False):
+        pts, n = fillet(0.05, concave)
+        src, dst = knn_graph(pts, k=6)
+        flipped = np.where((np.arange(len(n)) % 3 == 0)[:, None], -n, n)  # PCA gives either sign
+        oriented = orient_normals(flipped, n * 2.0 + 0.1)  # a camera in front of each point
+        assert np.allclose(oriented, n)
+        assert not crease_edges(oriented, src, dst, 30.0).any()
+        cc = concave_edges(pts, oriented, src, dst, 1.0)
+        on_arc = (pts[src, 0] >= 0) & (pts[dst, 0] >= 0) & (np.abs(pts[src, 2]) <= 0.05) & (np.abs(pts[dst, 2]) <= 0.05)
+        if concave:
+            assert cc[on_arc].mean() > 0.5 and not cc[(pts[src, 0] < -0.05) & (pts[dst, 0] < -0.05)].any()
+        else:
+            assert not cc.any()
+    with pytest.raises(ValueError, match="concave_angle"):
+        SegmentConfig(concave_angle=-1)
+
+
 def test_point_normals_and_folds_of_a_box_corner():
     """PCA normals: a plane's points get its normal (either sign); edges between two faces of a box are folds,
     edges inside a face are not; a gentle curve (a 2 m radius arc sampled every cm) has no folds."""
