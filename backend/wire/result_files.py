@@ -121,7 +121,9 @@ SEGMENTS_PLY = "points_segments.ply"
 DISTANCE_TEXT = ("the ultrametric (single-linkage) distance of the point graph: an edge's length is 1 - cos "
                  "between the unit feature vectors of its two points (0 = same direction, 2 = opposite), plus a "
                  "fixed cost where the surface folds between them (their normals more than the crease angle, "
-                 "30 degrees by default, apart; the cost is the median 1 - cos of such edges); the "
+                 "30 degrees by default, apart, or more than the concave angle, 10 degrees, apart where the surface "
+                 "folds inward, as where one object rests on another; the cost is the median 1 - cos of such "
+                 "edges); the "
                  "distance of two points is the smallest, over the paths joining them, of the longest edge on "
                  "the path; two points are in one segment at threshold t when their distance is below t")
 
