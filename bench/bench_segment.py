@@ -57,13 +57,6 @@ class Clock:
         return sum(self.stages.values())
 
 
-def fused_cloud(trainer, scene, cfg):
-    """The feature point cloud of all training views, fused as ``backend.method.pipeline.segment_field`` does."""
-    from backend.method.pipeline import adapt_to_resolution, feature_cell, fused_cloud as pipeline_cloud
-
-    return pipeline_cloud(trainer, scene, adapt_to_resolution(cfg, scene, feature_cell(trainer)))
-
-
 def ours(cloud, views, thresholds, cfg, clock: Clock):
     """One tree, 50 cuts, one kNN query per view for all thresholds. Returns (cloud labels, view labels)."""
     from backend.core.segment import segment_point_cloud, view_labels
@@ -144,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from backend.method.config import PipelineConfig
-    from backend.method.pipeline import adapt_to_resolution, feature_cell, load_trained, train_run
+    from backend.method.pipeline import adapt_to_resolution, feature_cell, fused_cloud, load_trained, train_run
     from backend.core.segment import default_thresholds
 
     t_start = time.perf_counter()
@@ -166,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         thresholds = default_thresholds()
 
         shared = Clock()
-        cloud = shared.time("feature point cloud + fusion", fused_cloud, trainer, scene, cfg)
+        cloud = shared.time("feature point cloud + fusion", fused_cloud, trainer, scene, cfg)  # as segment_field
         mine = Clock()
         lab_ours, views_ours = ours(cloud, views, thresholds, cfg, mine)
         ref = Clock()

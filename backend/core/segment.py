@@ -170,15 +170,14 @@ def edge_lengths(cloud: PointCloud, src: np.ndarray, dst: np.ndarray, cfg: Segme
     if cloud.features is None:
         raise ValueError("the point cloud has no features to segment")
     w = feature_distances(cloud.features, src, dst)
-    concave = cfg.concave_angle > 0 and cloud.view_dirs is not None
-    if cfg.crease_angle > 0 or concave:
+    view_dirs = cloud.view_dirs if cfg.concave_angle > 0 else None
+    if cfg.crease_angle > 0 or view_dirs is not None:
         normals = point_normals(cloud.points, cfg.knn)
         folds = np.zeros(len(w), bool)
         if cfg.crease_angle > 0:
             folds |= crease_edges(normals, src, dst, cfg.crease_angle)
-        if concave:
-            folds |= concave_edges(cloud.points, orient_normals(normals, cloud.view_dirs), src, dst,
-                                   cfg.concave_angle)
+        if view_dirs is not None:
+            folds |= concave_edges(cloud.points, orient_normals(normals, view_dirs), src, dst, cfg.concave_angle)
         w = crease_lengths(w, folds, cfg.crease_cost)
     return w
 
