@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     from backend.method.config import PipelineConfig
-    from backend.method.pipeline import adapt_to_resolution, feature_cell, fused_cloud, load_trained, train_run
+    from backend.method.pipeline import (adapt_to_resolution, feature_cell, for_geometry, fused_cloud, load_trained,
+                                         train_run)
     from backend.core.segment import default_thresholds
 
     t_start = time.perf_counter()
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"trained the cpu preset for {args.train_iterations} depth-mode steps in "
                   f"{time.perf_counter() - t:.1f} s")
         trainer, scene, _, data, cfg = load_trained(run, data)
-        cfg = adapt_to_resolution(cfg, scene, feature_cell(trainer))
+        cfg = for_geometry(adapt_to_resolution(cfg, scene, feature_cell(trainer)), trainer.geometry)  # as segment_field
         views = novel_views(data, args.views)
         thresholds = default_thresholds()
 

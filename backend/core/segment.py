@@ -115,7 +115,9 @@ class SegmentConfig:
     surface folds inward, while the faces of one convex object fold outward, so a smaller angle than
     :attr:`crease_angle` can be used: it catches the contacts where the fitted normals turn gradually (a sofa's
     bottom edge on the floor, a plate's rim on a table, two walls in a corner). Needs the cloud's view directions
-    (every cloud the pipeline fuses has them; without them only :attr:`crease_angle` applies). 0 = off. Measured
+    (every cloud the pipeline fuses has them; without them only :attr:`crease_angle` applies) and exact geometry
+    (a ``nerf`` run's cloud, from the field's rendered depth, is segmented without it:
+    :func:`backend.method.pipeline.for_geometry`). 0 = off. Measured
     (docs/quality.md, the same fields, 3 seeds at 200 px, classical masks): ours-3D NC_mean +1.4 on the closed
     room (NC_obj +5.6, NC_coll -2.9), +1.1 on the surroundings, +3.1 on the table set, +3.9 on the bookshelf."""
     crease_cost: float | None = None

@@ -181,3 +181,16 @@ def test_concave_folds_catch_the_contact_edges_the_fold_angle_misses():
     assert np.bincount(row[part == 1][row[part == 1] >= 0]).argmax() != np.bincount(row[far_table]).argmax()
     for piece in (part == 0, part > 0):  # the table, blended band included; the whole box
         assert np.bincount(row[piece][row[piece] >= 0]).max() >= 0.95 * piece.sum()
+
+
+def test_concave_folds_only_on_exact_geometry():
+    """A depth-geometry run keeps the concave-fold test; a nerf run (its cloud from the field's rendered depth) is
+    segmented without it; an explicit 0 stays 0."""
+    from backend.method.pipeline import for_geometry
+
+    cfg = PipelineConfig()
+    assert for_geometry(cfg, "depth").segment.concave_angle == cfg.segment.concave_angle == 10.0
+    nerf = for_geometry(cfg, "nerf")
+    assert nerf.segment.concave_angle == 0.0 and nerf.segment.crease_angle == cfg.segment.crease_angle
+    off = dataclasses.replace(cfg, segment=dataclasses.replace(cfg.segment, concave_angle=0.0))
+    assert for_geometry(off, "depth").segment.concave_angle == 0.0
