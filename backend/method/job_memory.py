@@ -11,7 +11,8 @@ points a view gives) and the ``default`` preset (256-d features), CPU, Python 3.
 - masks: one view's mask computation at a time.
 - training: the field (by preset) plus per-pixel tables of every view (pixel graphs, mask trees); with ``nerf``
   geometry the ray batch's samples (a constant of the preset).
-- segmentation: the larger of (a) fusion: up to ``2 x max_points`` sampled points with their features and
+- segmentation: the larger of (a) fusion: up to ``2 x max_points`` sampled points with their features (and view
+  directions) and
   Open3D's copies, plus one view's arrays (``nerf``: its rendered foreground features), and (b) the tree: up to
   ``max_points`` points, their kNN graph and the feature distances (taken in 64 MiB chunks).
 
@@ -64,7 +65,7 @@ def estimate_peak_bytes(size, options) -> dict[str, int]:
     resident = scene + stored_masks + FIELD_BYTES
     resident += pixels * TRAIN_BYTES_PER_PIXEL  # the trainer's tables stay until the job ends
     training = resident + (NERF_TRAIN_BYTES if nerf else 0)
-    row = 4 * dim + 16  # a sampled point: feature, position, colour
+    row = 4 * dim + 28  # a sampled point: feature, position, colour, view direction
     n_in = min(2 * int(options.max_points), pixels)  # points fused (each view sampled to 2 max_points / views)
     n_cloud = min(int(options.max_points), n_in)
     view = (NERF_RENDER_BYTES + px_view * (row + 48)) if nerf else px_view * 48
