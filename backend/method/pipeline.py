@@ -179,6 +179,7 @@ def fused_cloud(trainer, scene: Scene, cfg: PipelineConfig, should_stop: ShouldS
     if should_stop is not None and should_stop():
         raise InterruptedError("cancelled during segmentation")
     cloud = fuse_points(points, colors, features, cfg.pointcloud, view_dirs=dirs)
+    del points, features, colors, dirs  # before the subsample's copies (the peak the memory model counts)
     if len(cloud) > cfg.max_points:
         cloud = cloud.subset(np.sort(np.random.default_rng(cfg.seed).choice(len(cloud), cfg.max_points,
                                                                             replace=False)))
