@@ -13,13 +13,25 @@ from .conftest import pump_until_idle
 
 
 def _record(runtime, limit_s: float = 60.0):
-    """Pump until the job ends; every state seen (the state before pumping first)."""
+    """Pump until the job ends; every state the session went through (the state before pumping first), event by
+    event: one pump applies every queued event, so a stage of a few milliseconds (the segmentation of a tiny
+    scene) can start and end between two pumps, and sampling the state after each pump would miss it."""
     seen = [runtime.SESSION.state]
-    t0 = time.monotonic()
-    while runtime.pump() is not None:
-        seen.append(runtime.SESSION.state)
-        assert time.monotonic() - t0 < limit_s, runtime.SESSION.state
-        time.sleep(0.01)
+    apply_event = runtime.apply_event
+
+    def recording(state, event):
+        seen.append(apply_event(state, event))
+        return seen[-1]
+
+    runtime.apply_event = recording
+    try:
+        t0 = time.monotonic()
+        while runtime.pump() is not None:
+            seen.append(runtime.SESSION.state)
+            assert time.monotonic() - t0 < limit_s, runtime.SESSION.state
+            time.sleep(0.01)
+    finally:
+        runtime.apply_event = apply_event
     seen.append(runtime.SESSION.state)
     return seen
 
