@@ -69,6 +69,24 @@ def test_3d_segmentation_beats_input_masks_and_is_consistent(trained, scene_64):
     assert set(ev.curves) >= {"input masks (2D)", "ours-3D", "ours-3D (whole tree)"}
 
 
+def test_fused_cloud_carries_unit_view_directions_towards_its_cameras(trained):
+    """Every fused point carries the mean unit vector towards the cameras that saw it: it lies inside the cone of
+    the directions to the training cameras (reversed, as a sign slip would make it, it would point away from all
+    of them and every normal would be turned into the surface)."""
+    from backend.method.pipeline import adapt_to_resolution, feature_cell, fused_cloud
+
+    run, _ = trained
+    trainer, scene, _, _, cfg = load_trained(run)
+    cloud = fused_cloud(trainer, scene, adapt_to_resolution(cfg, scene, feature_cell(trainer)))
+    assert cloud.view_dirs is not None and cloud.view_dirs.shape == cloud.points.shape
+    assert np.allclose(np.linalg.norm(cloud.view_dirs, axis=1), 1.0, atol=1e-4)
+    centres = np.asarray(trainer.scene.c2w)[:, :3, 3]
+    to_cam = centres[None] - cloud.points[:, None].astype(np.float64)  # [N, V, 3]
+    to_cam /= np.linalg.norm(to_cam, axis=2, keepdims=True)
+    best = np.einsum("nd,nvd->nv", cloud.view_dirs, to_cam).max(axis=1)
+    assert np.median(best) > 0.95 and (best > 0).all()
+
+
 def test_segment_writes_nested_hierarchy_ply_and_views(trained, tmp_path):
     run, _ = trained
     out = segment_run(run, thresholds=[0.05, 0.1, 0.3], out=tmp_path / "seg")
