@@ -9,7 +9,7 @@ novel views by the mode of their k = 5 nearest labelled points. The paper evalua
   (:meth:`backend.core.segment.Segmentation3D.labels`), then each view's depth is unprojected and ONE kNN query
   labels it at all 50 thresholds (:func:`backend.core.segment.view_labels`);
 - reference (the released code's approach): the same fused cloud and kNN graph (both with the default fold cost:
-  point normals, ``SegmentConfig.crease_angle``), then per threshold a separate
+  point normals, ``SegmentConfig.crease_angle`` and ``concave_angle``), then per threshold a separate
   scipy ``connected_components`` on the thresholded graph (200 largest kept) and, per threshold and view, a
   fresh KD-tree over the labelled points and a query (:func:`backend.core.segment.propagate_labels`).
 

@@ -40,14 +40,13 @@ def fuse_points(points: np.ndarray, colors: np.ndarray, features: np.ndarray | N
         pcd, _ = pcd.remove_radius_outliers(cfg.outlier_min_neighbours + 1, cfg.outlier_radius)
     pts = pcd.point.positions.numpy().astype(np.float32)
     col = np.clip(np.rint(pcd.point.colors.numpy() * 255), 0, 255).astype(np.uint8)
-    feat = None
-    if features is not None:
-        feat = pcd.point.features.numpy().astype(np.float32)
-        feat /= np.maximum(np.linalg.norm(feat, axis=1, keepdims=True), 1e-8)
-    dirs = None
-    if view_dirs is not None:
-        dirs = pcd.point.view_dirs.numpy().astype(np.float32)
-        dirs /= np.maximum(np.linalg.norm(dirs, axis=1, keepdims=True), 1e-8)
+
+    def unit_rows(name: str) -> np.ndarray:  # a per-voxel mean of unit vectors, made unit again
+        a = getattr(pcd.point, name).numpy().astype(np.float32)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
+
+    feat = None if features is None else unit_rows("features")
+    dirs = None if view_dirs is None else unit_rows("view_dirs")
     if pts.shape[0] == 0:
         raise ValueError("every point was removed as an outlier: the depth maps are too sparse for "
                          f"outlier_radius={cfg.outlier_radius}")
