@@ -20,8 +20,8 @@ from scipy.spatial import cKDTree
 
 from backend.core import linkage_tree
 from backend.core.graphs import (concave_edges, connect_components, core_distances, crease_edges, crease_lengths,
-                                 feature_distances, grid_graph_4, knn_graph, mutual_reachability, orient_normals,
-                                 point_normals)
+                                 feature_distances, fold_contrast, grid_graph_4, knn_graph, mutual_reachability,
+                                 orient_normals, point_normals)
 from backend.core.geometry import unproject_depth
 from backend.core.pointcloud import PointCloud
 from backend.wire import presets
@@ -122,12 +122,23 @@ class SegmentConfig:
     room (NC_obj +5.6, NC_coll -2.9), +1.1 on the surroundings, +3.1 on the table set, +3.9 on the bookshelf."""
     crease_cost: float | None = None
     """The cost of crossing a fold (1 - cos units); None = the median feature distance of the fold edges."""
+    fold_contrast_hops: int = 2
+    """A fold edge's feature distance is raised to its fold's regional contrast when that is larger: the mean
+    feature distance of the fold edges at its end points and their graph neighbours (2 hops;
+    :func:`backend.core.graphs.fold_contrast`). Where two objects touch, the field blends their features at a few
+    points, and single linkage would merge them at their most blended contact edge; with the contrast they merge in
+    the order of how different the two sides of the whole contact are, while the folds inside one object (the
+    features alike on both sides) stay cheap. 0 = off (each fold edge its own distance). Measured (docs/quality.md,
+    the same fields, 3 seeds at 200 px, classical masks): ours-3D NC_mean +2.3 on the closed room (every seed
+    gains), -1.1 on the surroundings, -0.1 on the table set."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.crease_angle < 90.0:
             raise ValueError(f"crease_angle must be in [0, 90) degrees, got {self.crease_angle}")
         if not 0.0 <= self.concave_angle < 90.0:
             raise ValueError(f"concave_angle must be in [0, 90) degrees, got {self.concave_angle}")
+        if self.fold_contrast_hops < 0:
+            raise ValueError(f"fold_contrast_hops must be >= 0, got {self.fold_contrast_hops}")
         if self.crease_cost is not None and not (np.isfinite(self.crease_cost) and self.crease_cost >= 0):
             raise ValueError(f"crease_cost must be None or a finite number >= 0, got {self.crease_cost}")
         if self.linkage not in LINKAGES:
@@ -168,7 +179,8 @@ class Segmentation3D:
 def edge_lengths(cloud: PointCloud, src: np.ndarray, dst: np.ndarray, cfg: SegmentConfig) -> np.ndarray:
     """Lengths of the 3D graph's edges: the feature distance ``1 - cos`` (Sec. 4.2), plus the fold cost on edges
     across a fold of the surface (:attr:`SegmentConfig.crease_angle`, and :attr:`SegmentConfig.concave_angle`
-    when the cloud has view directions). float64 [E]."""
+    when the cloud has view directions), a fold edge's feature distance raised to its fold's regional contrast
+    (:attr:`SegmentConfig.fold_contrast_hops`). float64 [E]."""
     if cloud.features is None:
         raise ValueError("the point cloud has no features to segment")
     w = feature_distances(cloud.features, src, dst)
@@ -180,7 +192,10 @@ def edge_lengths(cloud: PointCloud, src: np.ndarray, dst: np.ndarray, cfg: Segme
             folds |= crease_edges(normals, src, dst, cfg.crease_angle)
         if view_dirs is not None:
             folds |= concave_edges(cloud.points, orient_normals(normals, view_dirs), src, dst, cfg.concave_angle)
-        w = crease_lengths(w, folds, cfg.crease_cost)
+        contrast = None
+        if cfg.fold_contrast_hops > 0 and folds.any():
+            contrast = fold_contrast(len(cloud), src, dst, w, folds, cfg.fold_contrast_hops)
+        w = crease_lengths(w, folds, cfg.crease_cost, contrast)
     return w
 
 

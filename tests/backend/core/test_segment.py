@@ -180,3 +180,35 @@ def test_point_normals_and_folds_of_a_box_corner():
         SegmentConfig(crease_angle=90)
     with pytest.raises(ValueError, match="crease_cost"):
         SegmentConfig(crease_angle=30, crease_cost=-1)
+
+
+
+def test_fold_contrast_keeps_a_blended_contact_from_chaining_and_an_objects_own_fold_cheap():
+    """An object of two faces, A (nodes 0-9, a chain from its foot up) and B (10-19), the faces meeting across a
+    fold near the top (a_i - b_i, i >= 5, feature distance 0.004); A's foot stands on a floor (20-29) across a
+    contact fold whose features differ (0.5) except at one blended edge (a_0 - f_0, 0.001)."""
+    from backend.core import linkage_tree
+
+    a, b, f = np.arange(10), np.arange(10, 20), np.arange(20, 30)
+    chain = lambda nodes: (nodes[:-1], nodes[1:])
+    edges = [chain(a), chain(b), chain(f), (a[5:], b[5:]), (a[:3], f[:3])]
+    src = np.concatenate([e[0] for e in edges])
+    dst = np.concatenate([e[1] for e in edges])
+    w = np.concatenate([np.zeros(27), np.full(5, 0.004), [0.001, 0.5, 0.5]])
+    folds = np.r_[np.zeros(27, bool), np.ones(8, bool)]
+    obj = np.r_[np.ones(20, bool), np.zeros(10, bool)]
+
+    def object_is_a_segment(lengths: np.ndarray) -> bool:
+        tree = linkage_tree.single_linkage_tree(30, src, dst, lengths)
+        cuts = [linkage_tree.cut(tree, t) for t in np.unique(lengths) + 1e-9]
+        return any(len(np.unique(c[obj])) == 1 and not np.isin(c[~obj], c[obj]).any() for c in cuts)
+
+    # the weakest contact edge decides without the contrast: A joins the floor before it joins B
+    assert not object_is_a_segment(graphs.crease_lengths(w, folds))
+    contrast = graphs.fold_contrast(30, src, dst, w, folds, hops=2)
+    assert contrast[32] > 0.1 and contrast[27:32].max() < 0.1   # the contact is raised, the object's own fold not
+    assert object_is_a_segment(graphs.crease_lengths(w, folds, contrast=contrast))
+    with pytest.raises(ValueError, match="fold_contrast_hops"):
+        SegmentConfig(fold_contrast_hops=-1)
+    with pytest.raises(graphs.GraphInputError):
+        graphs.fold_contrast(30, src, dst, w, folds, hops=0)
