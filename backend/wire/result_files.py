@@ -123,7 +123,8 @@ DISTANCE_TEXT = ("the ultrametric (single-linkage) distance of the point graph: 
                  "fixed cost where the surface folds between them (their normals more than the crease angle, "
                  "30 degrees by default, apart, or more than the concave angle, 10 degrees, apart where the surface "
                  "folds inward, as where one object rests on another; the cost is the median 1 - cos of such "
-                 "edges); the "
+                 "edges, and an inward fold edge's own 1 - cos is raised to the mean 1 - cos of the inward fold "
+                 "edges around it when that is larger); the "
                  "distance of two points is the smallest, over the paths joining them, of the longest edge on "
                  "the path; two points are in one segment at threshold t when their distance is below t")
 

@@ -212,3 +212,35 @@ def test_fold_contrast_keeps_a_blended_contact_from_chaining_and_an_objects_own_
         SegmentConfig(fold_contrast_hops=-1)
     with pytest.raises(graphs.GraphInputError):
         graphs.fold_contrast(30, src, dst, w, folds, hops=0)
+
+
+def test_fold_contrast_raises_only_inward_folds_of_a_cloud_with_view_directions():
+    """The 3D step raises concave fold edges only: a floor meeting a wall seen from the room (an inward fold)
+    gets its fold edges lengthened and nothing else; the same two planes seen from outside (a box's outward edge)
+    get almost none, and a cloud without view directions none."""
+    from backend.core.graphs import knn_graph
+
+    g = np.linspace(0.0, 1.0, 21)
+    floor = np.array([[x, y, 0.0] for x in g for y in g])
+    wall = np.array([[x, 0.0, z] for x in g for z in g[1:]])
+    pts = np.concatenate([floor, wall])
+    feats = np.random.default_rng(0).normal(size=(len(pts), 8)).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    src, dst = knn_graph(pts, k=8)
+    near_corner = (np.maximum(pts[src, 1], pts[src, 2]) < 0.2) & (np.maximum(pts[dst, 1], pts[dst, 2]) < 0.2)
+    for camera, inward in (([0.5, 2.0, 2.0], True), ([0.5, -2.0, -2.0], False), (None, False)):
+        dirs = None if camera is None else (np.array(camera) - pts) / np.linalg.norm(np.array(camera) - pts, axis=1,
+                                                                                       keepdims=True)
+        cloud = PointCloud(pts.astype(np.float32), np.zeros((len(pts), 3), np.uint8), feats,
+                           None if dirs is None else dirs.astype(np.float32))
+        off = segment.edge_lengths(cloud, src, dst, SegmentConfig(knn=8, fold_contrast_hops=0))
+        on = segment.edge_lengths(cloud, src, dst, SegmentConfig(knn=8))
+        raised = on > off + 1e-12
+        assert (on >= off - 1e-12).all()
+        if inward:
+            assert raised.sum() > 50 and not raised[~near_corner].any()
+            inward_count = raised.sum()
+        elif camera is None:
+            assert not raised.any()
+        else:  # seen from outside only the points on the fold line itself (normals at 45 degrees) can turn inward
+            assert raised.sum() <= 0.05 * inward_count
