@@ -132,7 +132,7 @@ class SegmentConfig:
     folds (an object's own edges) keep their own distance: raising them too split small objects (docs/quality.md).
     Needs the concave test (exact geometry and view directions). 0 = off (each fold edge its own distance).
     Measured (docs/quality.md, the same fields, classical masks, 200 px): ours-3D NC_mean +1.9 on the closed room
-    over 3 seeds (+1.9 over 5), -0.3 on the surroundings, -0.1 on the table set."""
+    over 3 seeds (+1.9 over 5), -0.2 on the surroundings, -0.1 on the table set."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.crease_angle < 90.0:
